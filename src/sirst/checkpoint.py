@@ -1,0 +1,78 @@
+"""Checkpoint files: written atomically, self-describing, loadable into a ready model.
+
+A checkpoint is a ``dict`` saved with ``torch.save``::
+
+    {
+        "format": "sirst-checkpoint-v1",
+        "model_name": "dnanet",            # registry name
+        "model_kwargs": {...},              # constructor keywords (JSON-like)
+        "state_dict": {...},                # model weights (fp32, or fp16 for bundled weights)
+        # optional, written by training:
+        "epoch": int, "optimizer": ..., "scheduler": ..., "rng": ..., "config": {...},
+        "metrics": {...}, "best_epoch": int,
+    }
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+FORMAT = "sirst-checkpoint-v1"
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> None:
+    """Save ``obj`` to ``path`` atomically: a temp file in the same folder, fsync, then rename.
+
+    A run killed mid-save leaves the previous file intact, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    obj = {"format": FORMAT, **obj}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict, with a clear error for missing, corrupt or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise ValueError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(
+            f"{path}: not a sirst checkpoint (expected a dict with format={FORMAT!r}); "
+            "weights of the public DNANet code load with sirst.models.dnanet.load_reference_state_dict"
+        )
+    return ckpt
+
+
+def model_from_checkpoint(
+    ckpt: dict[str, Any] | str | os.PathLike, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Build the checkpoint's model, load its weights (any stored dtype) and return it in eval mode."""
+    from sirst.models import create_model
+
+    if not isinstance(ckpt, dict):
+        ckpt = read_checkpoint(ckpt)
+    model = create_model(ckpt["model_name"], **ckpt.get("model_kwargs", {}))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    model.load_state_dict(state)
+    return model.to(device).eval()
