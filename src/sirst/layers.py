@@ -1,0 +1,122 @@
+"""Building blocks shared by the networks: CBAM attention, the Res-CBAM and VGG blocks, init.
+
+Module names inside the blocks (``conv1``, ``bn1``, ``conv2``, ``bn2``, ``shortcut``, ``ca.fc1``,
+``ca.fc2``, ``sa.conv1``) follow the public DNANet code so that its checkpoints map onto ours by
+renaming only the outer containers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+ATTENTION_MODES = ("csam", "none", "sum", "channel_only", "spatial_only")
+
+
+class ChannelAttention(nn.Module):
+    """CBAM channel attention: ``sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))``.
+
+    The MLP is shared: two bias-free 1x1 convolutions ``C -> C/r -> C`` with a ReLU between.
+    For ``C < r`` the hidden width is 1 (the public code would build a zero-width layer there;
+    only DNANet channel sizes "one" and "two" are affected).
+
+    Input ``(N, C, H, W)``; output the weights ``(N, C, 1, 1)`` in (0, 1).
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=False)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        avg = self.fc2(self.relu1(self.fc1(x.mean(dim=(2, 3), keepdim=True))))
+        mx = self.fc2(self.relu1(self.fc1(x.amax(dim=(2, 3), keepdim=True))))
+        return torch.sigmoid(avg + mx)
+
+
+class SpatialAttention(nn.Module):
+    """CBAM spatial attention: a 7x7 convolution over ``[mean, max]`` across channels, sigmoid.
+
+    Input ``(N, C, H, W)``; output the weights ``(N, 1, H, W)`` in (0, 1).
+    """
+
+    def __init__(self, kernel_size: int = 7) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return torch.sigmoid(self.conv1(pooled))
+
+
+class ResCBAMBlock(nn.Module):
+    """DNANet's residual block with channel and spatial attention (CSAM).
+
+    ``conv3x3+BN+ReLU -> conv3x3+BN -> x CA -> x SA -> + shortcut -> ReLU``; the shortcut is a
+    1x1 conv + BN when the widths differ. ``attention`` selects the ablation variants of the
+    paper's Table IV: ``"csam"`` (channel then spatial, the default), ``"none"``,
+    ``"channel_only"``, ``"spatial_only"`` and ``"sum"`` (both applied in parallel to the same
+    features and the two results added).
+
+    Input ``(N, in_ch, H, W)``; output ``(N, out_ch, H, W)``.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, attention: str = "csam") -> None:
+        super().__init__()
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"unknown attention {attention!r}; valid: {', '.join(ATTENTION_MODES)}")
+        self.attention = attention
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(in_ch, out_ch, 1), nn.BatchNorm2d(out_ch)) if in_ch != out_ch else None
+        )
+        self.ca = ChannelAttention(out_ch) if attention in ("csam", "sum", "channel_only") else None
+        self.sa = SpatialAttention() if attention in ("csam", "sum", "spatial_only") else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = x if self.shortcut is None else self.shortcut(x)
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        if self.attention == "sum":
+            out = self.ca(out) * out + self.sa(out) * out
+        else:
+            if self.ca is not None:
+                out = self.ca(out) * out
+            if self.sa is not None:
+                out = self.sa(out) * out
+        return self.relu(out + residual)
+
+
+class VGGBlock(nn.Module):
+    """Plain block of DNANet's VGG-10 backbone: ``(conv3x3 + BN + ReLU) x 2``, no attention, no shortcut.
+
+    Input ``(N, in_ch, H, W)``; output ``(N, out_ch, H, W)``.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, attention: str = "none") -> None:
+        super().__init__()
+        if attention != "none":
+            raise ValueError("the VGG block has no attention; use attention='none' with backbone vgg10")
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
+
+
+def xavier_init_(module: nn.Module) -> None:
+    """Xavier-normal init of every convolution weight in ``module`` (as the paper's code does).
+
+    Biases and BatchNorm keep PyTorch's defaults, like the public code.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_normal_(m.weight)

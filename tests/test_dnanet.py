@@ -1,0 +1,171 @@
+"""DNANet: exact sizes, forward contract, ablations, reference-checkpoint mapping."""
+
+import pytest
+import torch
+
+from sirst.layers import ChannelAttention, ResCBAMBlock, SpatialAttention, VGGBlock
+from sirst.models import create_model
+from sirst.models.dnanet import (
+    BACKBONES,
+    DNIM_MODES,
+    DNANet,
+    load_reference_state_dict,
+    pad_to_multiple,
+    reference_key_map,
+    to_reference_state_dict,
+)
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "backbone,expected", [("resnet18", 4_696_888), ("resnet10", 2_612_196), ("resnet34", 8_792_702)]
+)
+def test_parameter_counts_match_reference(backbone, expected):
+    assert n_params(create_model("dnanet", backbone=backbone)) == expected
+
+
+def test_one_input_channel_changes_only_the_first_conv():
+    # 3 -> 1 input channels removes 2 * 9 * 16 weights of conv0_0.conv1 and 2 * 16 of its 1x1 shortcut.
+    assert n_params(create_model("dnanet", in_channels=1)) == 4_696_888 - 2 * 9 * 16 - 2 * 16
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_output_shapes_for_every_backbone(backbone):
+    model = create_model("dnanet", backbone=backbone, channel_size="one")
+    x = torch.randn(2, 3, 32, 48)
+    model.train()
+    outs = model(x)
+    assert isinstance(outs, list) and len(outs) == 4
+    assert all(o.shape == (2, 1, 32, 48) for o in outs)
+    model.eval()
+    out = model(x)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 1, 32, 48)
+
+
+def test_without_deep_supervision_returns_a_tensor_in_both_modes():
+    model = create_model("dnanet", channel_size="one", deep_supervision=False)
+    x = torch.randn(1, 3, 32, 32)
+    assert model.train()(x).shape == (1, 1, 32, 32)
+    assert model.eval()(x).shape == (1, 1, 32, 32)
+
+
+def test_deep_supervision_fused_head_is_last_and_equals_eval_output():
+    model = create_model("dnanet", channel_size="one")
+    x = torch.randn(1, 3, 32, 32)
+    model.eval()
+    # In eval mode BN uses running stats; compare the train-mode list under eval BN behaviour.
+    eval_out = model(x)
+    model.training = True  # only the top-level flag: the heads list, with eval-mode BN below
+    outs = model(x)
+    torch.testing.assert_close(outs[-1], eval_out)
+    assert not torch.allclose(outs[0], outs[-1])
+
+
+@pytest.mark.parametrize("dnim", DNIM_MODES)
+@pytest.mark.parametrize("attention", ["csam", "none", "sum", "channel_only", "spatial_only"])
+def test_ablation_variants_forward(dnim, attention):
+    model = DNANet(channel_size="one", dnim=dnim, attention=attention, backbone="resnet10")
+    x = torch.randn(1, 3, 32, 32)
+    outs = model.train()(x)
+    assert outs[-1].shape == (1, 1, 32, 32)
+    assert len(outs) == (1 if dnim == "none" else 4)
+    assert model.eval()(x).shape == (1, 1, 32, 32)
+
+
+def test_ablation_variants_really_differ():
+    counts = {name: n_params(create_model(name)) for name in (
+        "dnanet", "dnanet_wo_dnim", "dnanet_top_to_bottom", "dnanet_left_to_right",
+        "dnanet_wo_csam", "dnanet_channel_only", "dnanet_spatial_only")}
+    assert len(set(counts.values())) == len(counts)
+    # The widened w/o-CSAM variant stays within 0.1% of the paper's size.
+    assert abs(counts["dnanet_wo_csam"] - 4_696_888) / 4_696_888 < 1e-3
+    # sum and sequential attention have the same parameters but different outputs
+    torch.manual_seed(1)
+    a = create_model("dnanet", channel_size="one").eval()
+    b = create_model("dnanet_sum_attention", channel_size="one").eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    assert not torch.allclose(a(x), b(x))
+
+
+def test_vgg10_is_not_resnet10():
+    vgg = create_model("dnanet", backbone="vgg10")
+    res = create_model("dnanet", backbone="resnet10")
+    assert n_params(vgg) != n_params(res)
+    assert not any(isinstance(m, (ChannelAttention, SpatialAttention, ResCBAMBlock)) for m in vgg.modules())
+    assert any(isinstance(m, VGGBlock) for m in vgg.modules())
+
+
+def test_gradient_reaches_every_parameter():
+    model = create_model("dnanet", channel_size="one", backbone="resnet10").train()
+    outs = model(torch.randn(2, 3, 32, 32))
+    sum(o.sum() for o in outs).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.count_nonzero(p.grad) > 0, name
+
+
+def test_bad_size_error_says_how_to_pad():
+    model = create_model("dnanet", channel_size="one").eval()
+    with pytest.raises(ValueError, match=r"divisible by 16, got 30x32.*pad_to_multiple"):
+        model(torch.randn(1, 3, 30, 32))
+
+
+def test_pad_to_multiple():
+    x = torch.ones(1, 1, 30, 33)
+    padded, size = pad_to_multiple(x, 16)
+    assert padded.shape == (1, 1, 32, 48) and size == (30, 33)
+    assert padded[..., :30, :33].sum() == 30 * 33 and padded.sum() == 30 * 33
+
+
+def test_eval_is_deterministic():
+    model = create_model("dnanet", channel_size="one").eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), model(x))
+
+
+def test_conv_weights_are_xavier_normal():
+    model = create_model("dnanet")
+    w = model.nodes["0_4"][0].conv1.weight  # fan_in = fan_out ~ 9 * 80, 9 * 16
+    fan_in, fan_out = w.shape[1] * 9, w.shape[0] * 9
+    expected_std = (2.0 / (fan_in + fan_out)) ** 0.5
+    assert abs(w.std().item() - expected_std) / expected_std < 0.05
+
+
+@pytest.mark.parametrize("deep_supervision", [True, False])
+def test_reference_checkpoint_round_trip(deep_supervision):
+    source = create_model("dnanet", channel_size="one", deep_supervision=deep_supervision).eval()
+    # Perturb BN statistics so the running buffers are part of what must transfer.
+    for m in source.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    ref = to_reference_state_dict(source)
+    assert "conv0_4_final.0.conv1.weight" in ref and "conv1_0.0.ca.fc1.weight" in ref
+    assert "conv0_4_1x1.weight" in ref and "conv0_1_1x1.bias" in ref
+    assert ("final4.weight" in ref) == deep_supervision and ("final.weight" in ref) != deep_supervision
+    checkpoint = {"state_dict": {f"module.{k}": v for k, v in ref.items()}, "epoch": 3}
+    target = create_model("dnanet", channel_size="one", deep_supervision=deep_supervision).eval()
+    load_reference_state_dict(target, checkpoint)
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(target(x), source(x), atol=1e-5, rtol=0)
+
+
+def test_reference_key_map_is_one_to_one_and_lateral_order():
+    model = create_model("dnanet", channel_size="one")
+    mapping = reference_key_map(model)
+    assert len(set(mapping.values())) == len(mapping)
+    assert mapping["lateral.0.weight"] == "conv0_4_1x1.weight"  # from x4_0
+    assert model.state_dict()["lateral.0.weight"].shape[1] == model.widths[4]
+
+
+def test_reference_checkpoint_mismatch_is_reported():
+    model = create_model("dnanet", channel_size="one")
+    ref = to_reference_state_dict(model)
+    ref.pop("final1.weight")
+    ref["extra.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match=r"missing 1: \['final1.weight'\].*unexpected 1"):
+        load_reference_state_dict(create_model("dnanet", channel_size="one"), ref)
