@@ -19,7 +19,7 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -q
 
 demo: $(STAMP)
 	$(VENV)/bin/sirst detect --samples --out demo_out
