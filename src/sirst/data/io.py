@@ -116,7 +116,7 @@ def to_network_input(gray: np.ndarray, in_channels: int = 3) -> torch.Tensor:
     of the three for a single channel), as the paper's code does.
     """
     mean, std = _norm_stats(in_channels)
-    x = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))[None].expand(in_channels, -1, -1)
+    x = torch.from_numpy(np.array(gray, dtype=np.float32, copy=True))[None].expand(in_channels, -1, -1)
     return (x - mean[:, None, None]) / std[:, None, None]
 
 

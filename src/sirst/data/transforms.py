@@ -24,7 +24,7 @@ def train_augment(
 
     1. horizontal flip with p = 0.5;
     2. the long side is resized to a random integer in [0.5, 2] x ``base_size`` keeping the aspect
-       ratio (image bilinear, mask nearest);
+       ratio (image bilinear, mask nearest with pixel-centre sampling, so both stay aligned);
     3. zero padding at the bottom/right up to ``crop_size`` where a side is shorter;
     4. a random ``crop_size`` crop;
     5. a Gaussian blur of the image (sigma uniform in [0, 1)) with probability ``blur_p``.
@@ -40,7 +40,7 @@ def train_augment(
     else:
         ow, oh = long_side, max(1, int(h * long_side / w + 0.5))
     image = cv2.resize(np.ascontiguousarray(image), (ow, oh), interpolation=cv2.INTER_LINEAR)
-    mask = cv2.resize(np.ascontiguousarray(mask, dtype=np.uint8), (ow, oh), interpolation=cv2.INTER_NEAREST)
+    mask = cv2.resize(np.ascontiguousarray(mask, dtype=np.uint8), (ow, oh), interpolation=cv2.INTER_NEAREST_EXACT)
     ph, pw = max(0, crop_size - oh), max(0, crop_size - ow)
     if ph or pw:
         image = np.pad(image, ((0, ph), (0, pw)))

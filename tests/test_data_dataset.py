@@ -1,0 +1,135 @@
+"""The standard-layout dataset: naming variants, split layouts, errors, augmentation alignment."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from sirst.data import SirstDataset, pad_collate, resolve_split
+from sirst.data.transforms import train_augment
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def make_folder(root: Path, ids, size=(40, 56), mask_suffix="", split_dir="50_50", train_name="train.txt",
+                sixteen_bit=False):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir(parents=True)
+    for k, i in enumerate(ids):
+        img = np.full(size, 20 + k, np.uint16 if sixteen_bit else np.uint8)
+        mask = np.zeros(size, np.uint8)
+        mask[5 + k, 7:9] = 255
+        Image.fromarray(img).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}{mask_suffix}.png")
+    folder = root / split_dir if split_dir else root
+    folder.mkdir(exist_ok=True)
+    (folder / train_name).write_text("\n".join(ids[:2]) + "\n")
+    (folder / "test.txt").write_text("\r\n".join(ids[2:]) + "\r\n")  # CRLF as some public splits
+    return root
+
+
+@pytest.mark.parametrize("mask_suffix", ["", "_pixels0"])
+@pytest.mark.parametrize("split_dir,train_name", [("50_50", "train.txt"), ("", "trainval.txt"), ("idx", "trainval.txt")])
+def test_naming_and_split_variants(tmp_path, mask_suffix, split_dir, train_name):
+    root = make_folder(tmp_path / "d", ["a", "b", "c"], mask_suffix=mask_suffix, split_dir=split_dir,
+                       train_name=train_name)
+    split = "auto" if split_dir in ("50_50", "") else split_dir
+    train = SirstDataset(root, split=split, subset="train", mode="eval")
+    test = SirstDataset(root, split=split, subset="test", mode="eval")
+    assert train.ids == ["a", "b"] and test.ids == ["c"]
+    s = test[0]
+    assert s["image"].shape == (3, 48, 64) and s["size"] == (40, 56) and s["id"] == "c"
+    assert s["mask"].shape == (1, 48, 64) and s["mask"].sum() == 2 and s["mask"][0, 7, 7] == 1
+
+
+def test_sixteen_bit_images_load(tmp_path):
+    root = make_folder(tmp_path / "d", ["a", "b", "c"], sixteen_bit=True)
+    s = SirstDataset(root, subset="test", mode="eval", in_channels=1)[0]
+    expected = (22 / 65535 - 0.449) / 0.226  # mean/std of the ImageNet stats for one channel
+    assert s["image"].shape == (1, 48, 64)
+    assert abs(float(s["image"][0, 0, 0]) - expected) < 1e-3
+
+
+def test_error_messages(tmp_path):
+    root = make_folder(tmp_path / "d", ["a", "b", "c"])
+    (root / "50_50" / "test.txt").write_text("c\nzz\n")
+    with pytest.raises(FileNotFoundError, match=r"test\.txt: id 'zz' has no image"):
+        SirstDataset(root, subset="test")
+    (root / "50_50" / "test.txt").write_text("c\n")
+    (root / "masks" / "c.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"c\.png: image has no mask"):
+        SirstDataset(root, subset="test")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "masks" / "c.png")
+    with pytest.raises(ValueError, match=r"masks/c\.png: mask size 10x10 differs from image c\.png size 56x40"):
+        SirstDataset(root, subset="test")
+    Image.fromarray(np.full((40, 56), 7, np.uint8)).save(root / "masks" / "c.png")
+    with pytest.raises(ValueError, match=r"c\.png: mask is not binary"):
+        SirstDataset(root, subset="test", mode="eval")[0]
+    with pytest.raises(FileNotFoundError, match="no split files"):
+        resolve_split(root, "nope")
+
+
+def test_reference_protocol_resizes_to_base_size(tmp_path):
+    root = make_folder(tmp_path / "d", ["a", "b", "c"])
+    s = SirstDataset(root, subset="test", mode="eval", protocol="reference", base_size=64)[0]
+    assert s["image"].shape == (3, 64, 64) and s["size"] == (64, 64)
+
+
+def test_train_mode_is_a_function_of_seed_epoch_index(tmp_path):
+    root = make_folder(tmp_path / "d", ["a", "b", "c"], size=(64, 64))
+    ds = SirstDataset(root, subset="train", mode="train", crop_size=32, base_size=64, seed=3)
+    first = ds[1]["image"]
+    assert first.shape == (3, 32, 32)
+    assert torch.equal(first, ds[1]["image"])
+    ds.set_epoch(1)
+    assert not torch.equal(first, ds[1]["image"])
+    ds.set_epoch(0)
+    assert torch.equal(first, ds[1]["image"])
+
+
+def test_pad_collate_pads_to_multiple_and_keeps_sizes(tmp_path):
+    samples = [
+        {"image": torch.ones(3, 16, 32), "mask": torch.ones(1, 16, 32), "id": "a", "size": (10, 30)},
+        {"image": torch.ones(3, 32, 16), "mask": torch.ones(1, 32, 16), "id": "b", "size": (32, 16)},
+    ]
+    batch = pad_collate(samples)
+    assert batch["image"].shape == (2, 3, 32, 32) and batch["mask"].shape == (2, 1, 32, 32)
+    assert batch["mask"][0].sum() == 16 * 32 and batch["size"] == [(10, 30), (32, 16)]
+    assert batch["id"] == ["a", "b"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), h=st.integers(20, 90), w=st.integers(20, 90))
+def test_augmentation_keeps_image_and_mask_aligned(seed, h, w):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((h, w)) < 0.3
+    image = mask.astype(np.float32)  # the image is the mask: alignment means they stay equal
+    out_img, out_mask = train_augment(image, mask, np.random.default_rng(seed), base_size=48, crop_size=32, blur_p=0.0)
+    assert out_img.shape == out_mask.shape == (32, 32)
+    # bilinear resampling blurs edges only: pixels far from 0.5 must agree with the mask
+    confident = np.abs(out_img - 0.5) > 0.45
+    assert np.array_equal(out_img[confident] > 0.5, out_mask[confident])
+    assert np.mean(confident) > 0.3 or out_mask.sum() == 0 or (out_img > 0.5).sum() > 0
+
+
+@pytest.mark.skipif(not (SHARED / "NUAA-SIRST").is_dir(), reason="shared NUAA-SIRST data absent")
+def test_real_nuaa_sirst_loads():
+    train = SirstDataset(SHARED / "NUAA-SIRST", split="50_50", subset="train", mode="train", crop_size=64)
+    test = SirstDataset(SHARED / "NUAA-SIRST", split="50_50", subset="test", mode="eval")
+    assert len(train) == 213 and len(test) == 214
+    s = test[0]
+    h, w = s["size"]
+    assert s["image"].shape[-2:] == (h + (-h) % 16, w + (-w) % 16) and s["mask"].sum() > 0
+    assert train[0]["image"].shape == (3, 64, 64)
+
+
+@pytest.mark.skipif(not (SHARED / "NUDT-SIRST").is_dir(), reason="shared NUDT-SIRST data absent")
+def test_real_nudt_sirst_loads():
+    test = SirstDataset(SHARED / "NUDT-SIRST", split="50_50", subset="test", mode="eval")
+    assert len(test) == 664
+    s = test[0]
+    assert s["image"].shape == (3, 256, 256) and s["mask"].sum() > 0
