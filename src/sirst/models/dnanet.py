@@ -180,7 +180,8 @@ class DNANet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         h, w = x.shape[-2:]
-        if h % self.size_divisor or w % self.size_divisor:
+        # Shapes are symbolic while exporting; the check runs in eager mode only.
+        if not torch.jit.is_tracing() and (h % self.size_divisor or w % self.size_divisor):
             raise ValueError(
                 f"DNANet needs height and width divisible by {self.size_divisor}, got {h}x{w}; pad the "
                 "input (sirst.models.dnanet.pad_to_multiple) and crop the output, as sirst's dataset "

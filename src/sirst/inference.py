@@ -1,0 +1,300 @@
+"""Detection on one's own images: padding or tiling, batched inference, targets, CSV and overlays.
+
+``Detector`` turns grayscale images of any size into probability maps and targets (8-connected
+components of ``probability > threshold`` with centroid, area, bounding box and peak score).
+``run_detection`` walks files, folders and videos and writes ``detections.csv``, ``masks/`` and
+``overlays/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from sirst.data.io import IMAGE_EXTENSIONS, read_image, to_network_input, write_png
+from sirst.targets import Target, extract_targets
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv")
+CSV_COLUMNS = ("image", "target", "x", "y", "area", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "peak_score")
+
+
+def _in_channels(model: Callable) -> int:
+    """Input channels of a model: its ``in_channels`` attribute or its first convolution's."""
+    if hasattr(model, "in_channels"):
+        return int(model.in_channels)
+    if isinstance(model, nn.Module):
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                return m.in_channels
+    return 3
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` pixels covering ``length`` with at least ``overlap``."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+class Detector:
+    """Run a segmentation network on grayscale images of any size.
+
+    Args:
+        model: a network (``nn.Module`` in eval mode) or any callable mapping a normalised
+            ``(N, C, H, W)`` tensor to logits ``(N, 1, H, W)``, with an optional ``size_divisor``.
+        device: where the network runs.
+        threshold: probability above which a pixel is a target (0.5 = logit 0).
+        tile: images whose side exceeds ``tile`` are processed in overlapping ``tile`` x ``tile``
+            tiles (bounded memory) and the logits averaged over overlaps; ``0`` disables tiling.
+        overlap: overlap of neighbouring tiles in pixels.
+        batch_size: images (or tiles) per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: Callable[[torch.Tensor], torch.Tensor],
+        device: str | torch.device = "cpu",
+        threshold: float = 0.5,
+        tile: int = 512,
+        overlap: int = 64,
+        batch_size: int = 8,
+    ) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold is a probability in (0, 1), got {threshold}")
+        self.device = torch.device(device)
+        if isinstance(model, nn.Module):
+            model = model.to(self.device).eval()
+        self.model = model
+        self.divisor = int(getattr(model, "size_divisor", 1))
+        self.in_channels = _in_channels(model)
+        self.threshold = threshold
+        self.tile = tile - tile % self.divisor if tile else 0
+        if tile and (self.tile <= 0 or overlap >= self.tile):
+            raise ValueError(f"tile ({tile}) must be a multiple of {self.divisor} larger than overlap ({overlap})")
+        self.overlap = overlap
+        self.batch_size = max(1, batch_size)
+
+    # -- low level -------------------------------------------------------------------------------
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            out = self.model(batch.to(self.device))
+            if isinstance(out, (list, tuple)):
+                out = out[-1]
+            return out[:, 0].float().cpu()
+
+    def _padded_input(self, gray: np.ndarray) -> torch.Tensor:
+        h, w = gray.shape
+        ph, pw = (-h) % self.divisor, (-w) % self.divisor
+        return to_network_input(np.pad(gray, ((0, ph), (0, pw))), self.in_channels)
+
+    def predict_logits(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Logit maps ``(H, W)`` float32 for grayscale images ``(H, W)`` in [0, 1] of any sizes."""
+        results: list[np.ndarray | None] = [None] * len(images)
+        pieces: list[tuple[int, int, int, torch.Tensor]] = []  # (image index, y, x, input)
+        for k, gray in enumerate(images):
+            h, w = gray.shape
+            if self.tile and max(h, w) > self.tile:
+                for y in tile_starts(h, self.tile, self.overlap):
+                    for x in tile_starts(w, self.tile, self.overlap):
+                        pieces.append((k, y, x, self._padded_input(gray[y : y + self.tile, x : x + self.tile])))
+            else:
+                pieces.append((k, 0, 0, self._padded_input(gray)))
+        sums = [np.zeros(g.shape, np.float32) for g in images]
+        counts = [np.zeros(g.shape, np.float32) for g in images]
+        # Same-shape pieces share a forward pass.
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for idx, piece in enumerate(pieces):
+            by_shape.setdefault(tuple(piece[3].shape), []).append(idx)
+        for idxs in by_shape.values():
+            for start in range(0, len(idxs), self.batch_size):
+                chunk = [pieces[i] for i in idxs[start : start + self.batch_size]]
+                logits = self._forward(torch.stack([p[3] for p in chunk])).numpy()
+                for (k, y, x, _), out in zip(chunk, logits):
+                    th = min(sums[k].shape[0] - y, out.shape[0])
+                    tw = min(sums[k].shape[1] - x, out.shape[1])
+                    sums[k][y : y + th, x : x + tw] += out[:th, :tw]
+                    counts[k][y : y + th, x : x + tw] += 1
+        for k in range(len(images)):
+            results[k] = sums[k] / counts[k]
+        return results  # type: ignore[return-value]
+
+    # -- public ----------------------------------------------------------------------------------
+
+    def predict_scores(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Probability maps ``(H, W)`` float32 in [0, 1] for grayscale images ``(H, W)``."""
+        return [1.0 / (1.0 + np.exp(-logit)) for logit in self.predict_logits(images)]
+
+    def detect(self, images: list[np.ndarray]) -> list[list[Target]]:
+        """Targets of each image (8-connected components above the threshold)."""
+        return [extract_targets(s > self.threshold, s) for s in self.predict_scores(images)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InputItem:
+    """One image to process: an id and a loader (deferred so errors are reported per item)."""
+
+    id: str
+    source: str
+    load: Callable[[], np.ndarray]
+
+
+def _video_frames(path: Path) -> Iterator[InputItem]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError(f"{path}: cannot open video")
+    index = 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0
+            yield InputItem(f"{path.stem}_f{index:06d}", f"{path}#{index}", lambda g=gray: g)
+            index += 1
+    finally:
+        cap.release()
+    if index == 0:
+        raise ValueError(f"{path}: video has no readable frames")
+
+
+def iter_inputs(inputs: Iterable[str | os.PathLike], errors: list[str]) -> Iterator[InputItem]:
+    """Images, folders (sorted, recursive) and videos as :class:`InputItem` s; problems go to ``errors``."""
+    used: set[str] = set()
+
+    def unique(stem: str) -> str:
+        name, n = stem, 1
+        while name in used:
+            n += 1
+            name = f"{stem}_{n}"
+        used.add(name)
+        return name
+
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                errors.append(f"{path}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
+            for f in files:
+                yield InputItem(unique(f.stem), str(f), lambda f=f: read_image(f))
+        elif path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
+            try:
+                for item in _video_frames(path):
+                    item.id = unique(item.id)
+                    yield item
+            except ValueError as exc:
+                errors.append(str(exc))
+        elif path.is_file():
+            yield InputItem(unique(path.stem), str(path), lambda p=path: read_image(p))
+        else:
+            errors.append(f"{path}: no such file or folder")
+
+
+# ------------------------------------------------------------------------------------------------
+# Outputs
+# ------------------------------------------------------------------------------------------------
+
+
+def draw_overlay(gray: np.ndarray, targets: list[Target]) -> np.ndarray:
+    """The image as 8-bit RGB ``(H, W, 3)`` with each target circled in red and numbered."""
+    import cv2
+
+    rgb = cv2.cvtColor(np.clip(gray * 255 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+    scale = max(1, round(max(gray.shape) / 512))
+    for k, t in enumerate(targets):
+        r0, c0, r1, c1 = t.bbox
+        radius = int(max(r1 - r0, c1 - c0) / 2 + 5 * scale)
+        centre = (int(round(t.centroid[1])), int(round(t.centroid[0])))
+        cv2.circle(rgb, centre, radius, (255, 40, 40), scale, cv2.LINE_AA)
+        cv2.putText(rgb, str(k), (centre[0] + radius, max(centre[1] - radius, 10)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.35 * scale, (255, 220, 0), 1, cv2.LINE_AA)
+    return rgb
+
+
+@dataclass
+class DetectionSummary:
+    """What :func:`run_detection` did."""
+
+    out_dir: Path
+    images: int = 0
+    targets: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def csv_path(self) -> Path:
+        return self.out_dir / "detections.csv"
+
+
+def run_detection(
+    inputs: Iterable[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    detector: Detector,
+    write_overlays: bool = True,
+    progress: bool = True,
+) -> DetectionSummary:
+    """Detect targets in every input and write ``detections.csv``, ``masks/``, ``overlays/``.
+
+    An unreadable image is reported by name (stderr and ``errors.txt``) and the rest are processed.
+    CSV columns: image, target, x, y (centroid, x = column), area, bbox_x0, bbox_y0, bbox_x1,
+    bbox_y1 (exclusive ends), peak_score (probability).
+    """
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    if write_overlays:
+        (out / "overlays").mkdir(parents=True, exist_ok=True)
+    summary = DetectionSummary(out)
+    items = iter_inputs(inputs, summary.errors)
+    with open(summary.csv_path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_COLUMNS)
+        bar = tqdm(desc="detect", unit="img", disable=not progress)
+        while True:
+            chunk: list[tuple[InputItem, np.ndarray]] = []
+            for item in items:
+                try:
+                    chunk.append((item, item.load()))
+                except (ValueError, FileNotFoundError) as exc:
+                    summary.errors.append(str(exc))
+                    print(f"sirst detect: skipped {item.source}: {exc}", file=sys.stderr)
+                if len(chunk) == detector.batch_size:
+                    break
+            if not chunk:
+                break
+            scores = detector.predict_scores([g for _, g in chunk])
+            for (item, gray), score in zip(chunk, scores):
+                binary = score > detector.threshold
+                targets = extract_targets(binary, score)
+                for k, t in enumerate(targets):
+                    r0, c0, r1, c1 = t.bbox
+                    writer.writerow([item.id, k, f"{t.centroid[1]:.2f}", f"{t.centroid[0]:.2f}", t.area,
+                                     c0, r0, c1, r1, f"{t.peak:.4f}"])
+                write_png(out / "masks" / f"{item.id}.png", binary)
+                if write_overlays:
+                    write_png(out / "overlays" / f"{item.id}.png", draw_overlay(gray, targets))
+                summary.images += 1
+                summary.targets += len(targets)
+            bar.update(len(chunk))
+        bar.close()
+    if summary.errors:
+        (out / "errors.txt").write_text("\n".join(summary.errors) + "\n")
+    return summary
