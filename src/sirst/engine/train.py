@@ -1,0 +1,442 @@
+"""The training loop: ``train(TrainConfig) -> TrainResult``, single-process or DDP under torchrun.
+
+Reproducibility and resume. Everything random in an epoch is a function of ``(seed, epoch)``: the
+sampler is a ``DistributedSampler`` (also with one process) seeded with ``seed`` and told the epoch,
+and the dataset's augmentation draws from per-sample generators derived from ``(seed, epoch, index)``
+(``dataset.set_epoch(epoch)``). Nothing depends on RNG state carried across epochs, so resuming from
+``last.pt`` gives the same weights as an uninterrupted run; the torch/numpy/python RNG states are
+still saved and restored for any other consumer.
+
+Files in ``RUN_DIR`` (written by rank 0 only):
+    ``config.yaml``    the resolved :class:`TrainConfig`
+    ``last.pt``        checkpoint after every epoch (atomic write, see :mod:`sirst.checkpoint`)
+    ``best.pt``        checkpoint of the evaluation with the highest IoU (``best_epoch`` inside)
+    ``metrics.jsonl``  one JSON line per evaluation: epoch, loss (mean training loss of the epoch),
+                       iou, niou, pd, fa (fractions: Fa is false-alarm pixels / all pixels, the paper
+                       prints it x1e6), seconds (evaluation wall time), split ("test" or "val"),
+                       best_epoch; NaN (undefined ratio) is written as null
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from sirst.engine.config import TrainConfig
+from sirst.engine.distributed import (
+    DistInfo,
+    all_reduce_,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+    sync_buffers_,
+)
+from sirst.engine.evaluate import evaluate
+from sirst.engine.steps import TrainStep, get_train_step, unwrap
+
+# Options that decide the data order, augmentation and model: a resume must not change them.
+_RESUME_MUST_MATCH: tuple[str, ...] = ("data", "split", "seed", "batch_size", "crop_size", "base_size", "val_fraction",
+                                       "max_train_images", "in_channels")
+_NO_BAD_STEP = 2**62  # sentinel for "no non-finite loss yet" (reduced with MIN across ranks)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+@dataclass
+class TrainResult:
+    """What a run did: per-epoch mean losses, evaluations, the best epoch and its IoU."""
+
+    out_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)  # {"epoch", "loss", ...} per epoch
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # the metrics.jsonl lines
+    best_epoch: int | None = None
+    best_iou: float = -math.inf
+    eval_split: str = "test"
+    is_main: bool = True  # False on DDP ranks other than 0 (they write and print nothing)
+
+
+# --------------------------------------------------------------------------------------------------
+# Seeds and RNG state
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def build_model(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """Create ``cfg.model`` with the configured keywords; returns the model and the keywords used."""
+    from sirst.models import create_model
+
+    kwargs = cfg.resolved_model_kwargs()
+    try:
+        model = create_model(cfg.model, **kwargs)
+    except TypeError as exc:
+        raise ValueError(f"--model {cfg.model}: does not accept the options {kwargs} ({exc})") from exc
+    return model, kwargs
+
+
+def _base_dataset(ds: Dataset) -> Dataset:
+    while isinstance(ds, Subset):
+        ds = ds.dataset
+    return ds
+
+
+def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, str]:
+    """The training set (``mode="train"``), the evaluation set (``mode="eval"``) and its name.
+
+    With ``cfg.val_fraction > 0`` a validation split is carved out of the training ids
+    (a permutation seeded by ``cfg.seed``) and used for evaluation and checkpoint selection
+    instead of the test split. ``max_train_images`` / ``max_test_images`` keep the first N.
+    """
+    from sirst.data import SirstDataset
+
+    common = dict(split=cfg.split, base_size=cfg.base_size, in_channels=cfg.in_channels)
+    train_full = SirstDataset(cfg.data, subset="train", mode="train", crop_size=cfg.crop_size, seed=cfg.seed, **common)
+    n = len(train_full)
+    train_idx = list(range(n))
+    if cfg.val_fraction > 0:
+        n_val = max(1, int(round(cfg.val_fraction * n)))
+        if n_val >= n:
+            raise ValueError(f"{cfg.data}: --val-fraction {cfg.val_fraction} leaves no training images out of {n}")
+        perm = np.random.default_rng(cfg.seed).permutation(n)
+        val_idx = sorted(int(i) for i in perm[:n_val])
+        train_idx = sorted(int(i) for i in perm[n_val:])
+        eval_base = SirstDataset(cfg.data, subset="train", mode="eval", protocol=cfg.protocol, **common)
+        eval_idx, eval_split = val_idx, "val"
+    else:
+        eval_base = SirstDataset(cfg.data, subset="test", mode="eval", protocol=cfg.protocol, **common)
+        eval_idx, eval_split = list(range(len(eval_base))), "test"
+    if cfg.max_train_images is not None:
+        train_idx = train_idx[: cfg.max_train_images]
+    if cfg.max_test_images is not None:
+        eval_idx = eval_idx[: cfg.max_test_images]
+    if not eval_idx:
+        raise ValueError(f"{cfg.data}: the {eval_split} split has no images to evaluate on")
+    train_set: Dataset = train_full if len(train_idx) == n else Subset(train_full, train_idx)
+    eval_set: Dataset = eval_base if len(eval_idx) == len(eval_base) else Subset(eval_base, eval_idx)
+    return train_set, eval_set, eval_split
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-epoch LR schedule: ``constant`` (the paper) or ``cosine`` from ``lr`` down to ``min_lr``."""
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=_constant_factor)
+
+
+def _constant_factor(epoch: int) -> float:
+    return 1.0
+
+
+def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+    out = dict(batch)
+    image = batch["image"].to(device, non_blocking=True)
+    out["image"] = image.contiguous(memory_format=torch.channels_last) if channels_last else image
+    out["mask"] = batch["mask"].to(device, non_blocking=True)
+    return out
+
+
+def _json_float(v: float) -> float | None:
+    return None if not math.isfinite(v) else v
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _checkpoint(
+    cfg: TrainConfig,
+    model: nn.Module,
+    model_kwargs: dict[str, Any],
+    epoch: int,
+    optimizers: list[torch.optim.Optimizer],
+    schedulers: list[Any],
+    metrics: dict[str, Any] | None,
+    best_epoch: int | None,
+    best_iou: float,
+    eval_split: str,
+) -> dict[str, Any]:
+    return {
+        "model_name": cfg.model,
+        "model_kwargs": model_kwargs,
+        "state_dict": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
+        "epoch": epoch,
+        # Lists: a model's own train step may use several optimizers (e.g. a GAN).
+        "optimizer": [o.state_dict() for o in optimizers],
+        "scheduler": [s.state_dict() for s in schedulers],
+        "rng": get_rng_state(),
+        "config": cfg.to_dict(),
+        "metrics": metrics,
+        "best_epoch": best_epoch,
+        "best_iou": best_iou,
+        "eval_split": eval_split,
+    }
+
+
+def _trim_metrics_log(path: Path, last_epoch: int) -> list[dict[str, Any]]:
+    """Keep the lines of epochs a resumed run has completed (a run killed after logging an epoch but
+    before saving it would otherwise log that epoch twice)."""
+    if not path.is_file():
+        return []
+    kept = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            if rec["epoch"] <= last_epoch:
+                kept.append(rec)
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _run_epoch(
+    cfg: TrainConfig,
+    epoch: int,
+    model: nn.Module,
+    step: TrainStep,
+    optimizers: list[torch.optim.Optimizer],
+    loader: DataLoader,
+    device: torch.device,
+    info: DistInfo,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean of every loss term over the epoch (all ranks)."""
+    from tqdm import tqdm
+
+    model.train()
+    sums: dict[str, torch.Tensor] = {}
+    counter = torch.zeros((), dtype=torch.long, device=device)
+    bad_step = torch.full((), _NO_BAD_STEP, dtype=torch.long, device=device)
+    num_steps = len(loader)
+    images_seen = 0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and info.is_main), leave=False)
+    for i, batch in enumerate(bar):
+        batch = _to_device(batch, device, cfg.channels_last)
+        losses = step.step(model, batch, optimizers)
+        if "loss" not in losses:
+            raise KeyError(f"{type(step).__name__}.step must return a dict with the key 'loss', got {sorted(losses)}")
+        # Everything stays on the device: no host sync per step.
+        for k, v in losses.items():
+            sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float().clone()
+        finite = torch.stack([v.detach().float() for v in losses.values()]).isfinite().all()
+        bad_step = torch.where(finite, bad_step, torch.minimum(bad_step, counter))
+        counter += 1
+        images_seen += int(batch["image"].shape[0])
+        if (i + 1) % cfg.log_every == 0 or i + 1 == num_steps:
+            first_bad = int(all_reduce_(bad_step.clone(), info, "min").item())
+            if first_bad != _NO_BAD_STEP:
+                raise NonFiniteLossError(
+                    f"{cfg.out}: non-finite training loss at epoch {epoch + 1}, step {first_bad + 1} "
+                    f"(of {num_steps}); stopping. Try a lower --lr or disable --amp; "
+                    f"the last good checkpoint is {Path(cfg.out) / 'last.pt'}"
+                )
+            if info.is_main and cfg.progress:
+                elapsed = max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(
+                    loss=f"{losses['loss'].item():.4f}",
+                    mean=f"{(sums['loss'] / (i + 1)).item():.4f}",
+                    img_s=f"{images_seen * info.world_size / elapsed:.3g}",
+                )
+    bar.close()
+    if num_steps == 0:
+        raise ValueError(f"{cfg.data}: no training batches (fewer images per process than --batch-size {cfg.batch_size})")
+    keys = sorted(sums)
+    totals = all_reduce_(torch.stack([sums[k] for k in keys] + [counter.float()]), info, "sum").cpu()
+    out = {k: float(totals[j] / totals[-1]) for j, k in enumerate(keys)}
+    out["seconds"] = time.perf_counter() - start
+    out["img_per_s"] = images_seen * info.world_size / out["seconds"]
+    return out
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` as configured; see the module docstring for the files written.
+
+    Runs under DDP when started by torchrun (``WORLD_SIZE > 1``). Raises ``ValueError`` /
+    ``FileNotFoundError`` for bad input, :class:`NonFiniteLossError` if the loss diverges.
+    """
+    cfg.validate()
+    out = Path(cfg.out)
+    if not cfg.resume and (out / "last.pt").exists():
+        raise ValueError(f"{out / 'last.pt'}: the run directory already holds a run; pass --resume or another --out")
+    info, device = init_distributed(cfg.device)
+    try:
+        return _train(cfg, info, device)
+    finally:
+        cleanup_distributed()
+
+
+def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResult:
+    from sirst.checkpoint import read_checkpoint, save_checkpoint
+
+    out = Path(cfg.out)
+    seed_everything(cfg.seed)
+    train_set, eval_set, eval_split = build_datasets(cfg)
+    model, model_kwargs = build_model(cfg)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    step = get_train_step(model, cfg)
+    optimizers = step.configure_optimizers(model, cfg)
+    schedulers = [make_scheduler(o, cfg) for o in optimizers]
+    result = TrainResult(out_dir=out, eval_split=eval_split, is_main=info.is_main)
+    start_epoch = 0
+    resumed_metrics: dict[str, Any] | None = None
+    if cfg.resume:
+        ckpt = read_checkpoint(out / "last.pt", map_location=device)
+        if ckpt["model_name"] != cfg.model or ckpt["model_kwargs"] != model_kwargs:
+            raise ValueError(
+                f"{out / 'last.pt'}: holds model {ckpt['model_name']!r} {ckpt['model_kwargs']}, "
+                f"but this run asks for {cfg.model!r} {model_kwargs}"
+            )
+        saved = ckpt.get("config") or {}
+        for key in _RESUME_MUST_MATCH:
+            if key in saved and saved[key] != getattr(cfg, key):
+                raise ValueError(
+                    f"{out / 'last.pt'}: was trained with {key}={saved[key]!r}, this run has {key}={getattr(cfg, key)!r}; "
+                    "resuming with a different value would not reproduce the uninterrupted run"
+                )
+        unwrap(model).load_state_dict(ckpt["state_dict"])
+        if len(ckpt["optimizer"]) != len(optimizers):
+            raise ValueError(f"{out / 'last.pt'}: has {len(ckpt['optimizer'])} optimizer states, the run uses {len(optimizers)}")
+        for o, s in zip(optimizers, ckpt["optimizer"]):
+            o.load_state_dict(s)
+        for sch, s in zip(schedulers, ckpt["scheduler"]):
+            sch.load_state_dict(s)
+        start_epoch = int(ckpt["epoch"])
+        resumed_metrics = ckpt.get("metrics")
+        result.best_epoch = ckpt.get("best_epoch")
+        result.best_iou = float(ckpt.get("best_iou", -math.inf))
+        set_rng_state(ckpt["rng"])
+        if info.is_main:
+            result.evaluations = _trim_metrics_log(out / "metrics.jsonl", start_epoch)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save_yaml(out / "config.yaml")
+        if not cfg.resume:
+            # A fresh run starts a fresh log (a crashed earlier attempt may have left lines behind).
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+
+    train_model: nn.Module = model
+    if info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    sampler = DistributedSampler(
+        train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=False
+    )
+    from sirst.data import pad_collate
+
+    last_metrics: dict[str, Any] | None = resumed_metrics
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.set_epoch(epoch)
+        base = _base_dataset(train_set)
+        if hasattr(base, "set_epoch"):
+            base.set_epoch(epoch)
+        loader = DataLoader(
+            train_set,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=cfg.workers,
+            collate_fn=pad_collate,
+            drop_last=len(sampler) >= cfg.batch_size,  # as the paper's code, but never drop everything
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(cfg.seed + epoch),
+        )
+        epoch_stats = _run_epoch(cfg, epoch, train_model, step, optimizers, loader, device, info)
+        for sch in schedulers:
+            sch.step()
+        result.history.append({"epoch": epoch + 1, **epoch_stats})
+        done = epoch + 1
+        sync_buffers_(model, info)
+        is_best = False
+        if record_this_epoch(done, cfg):
+            m = evaluate(
+                model, eval_set, device=device, batch_size=cfg.eval_batch_size, workers=cfg.workers, amp=cfg.amp,
+                channels_last=cfg.channels_last, protocol=cfg.protocol, dist_info=info, progress=cfg.progress,
+                desc=f"eval {eval_split} {done}",
+            )
+            record = {
+                "epoch": done,
+                "loss": epoch_stats["loss"],
+                "iou": m["iou"],
+                "niou": m["niou"],
+                "pd": m["pd"],
+                "fa": m["fa"],
+                "seconds": m["seconds"],
+                "split": eval_split,
+                "metrics": m,
+            }
+            last_metrics = m
+            iou = m["iou"] if math.isfinite(m["iou"]) else -math.inf
+            if result.best_epoch is None or iou > result.best_iou:
+                result.best_epoch, result.best_iou, is_best = done, iou, True
+            result.evaluations.append(record)
+            if info.is_main:
+                line = {k: (_json_float(v) if isinstance(v, float) else v) for k, v in record.items() if k != "metrics"}
+                line["best_epoch"] = result.best_epoch
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(line) + "\n")
+        if info.is_main:
+            ckpt = _checkpoint(
+                cfg, model, model_kwargs, done, optimizers, schedulers, last_metrics,
+                result.best_epoch, result.best_iou, eval_split,
+            )
+            if is_best:
+                save_checkpoint(ckpt, out / "best.pt")
+            save_checkpoint(ckpt, out / "last.pt")
+        if info.is_main and cfg.progress:
+            print(
+                f"epoch {done}/{cfg.epochs}: loss {epoch_stats['loss']:.4f}, {epoch_stats['img_per_s']:.3g} img/s"
+                + (f", {eval_split} IoU {last_metrics['iou']:.4f} nIoU {last_metrics['niou']:.4f} "
+                   f"Pd {last_metrics['pd']:.4f} Fa {last_metrics['fa']:.3e}" if record_this_epoch(done, cfg) else "")
+                + (f" (best, epoch {result.best_epoch})" if is_best else ""),
+                flush=True,
+            )
+        barrier(info)
+    return result
+
+
+def record_this_epoch(done: int, cfg: TrainConfig) -> bool:
+    """Whether epoch ``done`` (1-based) is evaluated: every ``eval_every`` epochs and the last one."""
+    return done % cfg.eval_every == 0 or done == cfg.epochs
