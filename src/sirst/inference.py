@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from scipy.special import expit
 
 from sirst.data.io import IMAGE_EXTENSIONS, read_image, to_network_input, write_png
 from sirst.targets import Target, extract_targets
@@ -133,7 +134,7 @@ class Detector:
 
     def predict_scores(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Probability maps ``(H, W)`` float32 in [0, 1] for grayscale images ``(H, W)``."""
-        return [1.0 / (1.0 + np.exp(-logit)) for logit in self.predict_logits(images)]
+        return [expit(logit).astype(np.float32) for logit in self.predict_logits(images)]
 
     def detect(self, images: list[np.ndarray]) -> list[list[Target]]:
         """Targets of each image (8-connected components above the threshold)."""

@@ -78,32 +78,11 @@ def pair_files(pred_dir: str | os.PathLike, mask_dir: str | os.PathLike) -> list
     return [EvalPair(id=k, pred=preds[k], mask=masks[k]) for k in sorted(masks)]
 
 
-def _read_png(path: Path, as_mask: bool) -> np.ndarray:
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(path) as im:
-        mode = im.mode
-        if as_mask:
-            if mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
-                return np.asarray(im) > 0
-            # Palette/colour masks: a target pixel is any non-black pixel.
-            return np.asarray(im.convert("RGB")).max(axis=2) > 0
-        if mode == "1":
-            return np.asarray(im, dtype=np.float32)
-        if mode == "L":
-            return np.asarray(im, dtype=np.float32) / 255.0
-        if mode.startswith("I;16") or mode == "I":
-            # Pillow opens 16-bit PNGs as "I;16" or "I" depending on the version.
-            return np.asarray(im, dtype=np.float32) / 65535.0
-        if mode == "F":
-            return np.asarray(im, dtype=np.float32)
-        # RGB/RGBA/LA/P: luminance, 8-bit.
-        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-
-
 def read_map(path: str | os.PathLike, as_mask: bool = False) -> np.ndarray:
-    """Read a score map (``(H, W)`` float32, PNG scaled to [0, 1]) or a mask (``(H, W)`` bool, non-zero).
+    """Read a score map (``(H, W)`` float32, PNG scaled to [0, 1]) or a binary mask (``(H, W)`` bool).
+
+    PNGs go through :func:`sirst.data.io.read_image` / :func:`~sirst.data.io.read_mask` (8/16-bit,
+    colour to luminance; masks must be binary).
 
     Raises:
         ValueError: the file cannot be decoded or is not a 2-D map; the message starts with the path.
@@ -120,10 +99,16 @@ def read_map(path: str | os.PathLike, as_mask: bool = False) -> np.ndarray:
                 raise ValueError(f"dtype {a.dtype} is not numeric")
             a = a > 0 if as_mask else a.astype(np.float32, copy=False)
         else:
-            a = _read_png(path, as_mask)
+            from sirst.data.io import read_image, read_mask
+
+            a = read_mask(path) if as_mask else read_image(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
-    except Exception as exc:  # decoding errors come in many types (OSError, ValueError, zlib, ...)
+    except ValueError as exc:
+        if str(exc).startswith(str(path)):  # already names the file and the problem
+            raise
+        raise ValueError(f"{path}: cannot read {'mask' if as_mask else 'score map'} ({exc})") from None
+    except Exception as exc:  # decoding errors come in many types (OSError, zlib, ...)
         raise ValueError(f"{path}: cannot read {'mask' if as_mask else 'score map'} ({exc})") from None
     if a.ndim != 2:
         raise ValueError(f"{path}: expected a single-channel 2-D map, got shape {a.shape}")
