@@ -219,9 +219,44 @@ def _json_safe(v: Any) -> Any:
     return v
 
 
+def evaluate_network(args: argparse.Namespace) -> dict[str, float]:
+    """``--data ROOT [--weights W]``: run a network over a dataset split and score it."""
+    from sirst.checkpoint import model_from_checkpoint, read_checkpoint
+    from sirst.data import SirstDataset
+    from sirst.engine import evaluate
+
+    if args.threshold != 0.5:
+        raise ValueError("--threshold applies to saved score maps; networks are scored at probability 0.5")
+    if args.weights:
+        ckpt = read_checkpoint(args.weights)
+    else:
+        from sirst.weights import default_weights_path
+
+        ckpt = read_checkpoint(default_weights_path())
+    model = model_from_checkpoint(ckpt, args.device)
+    in_channels = int(ckpt.get("model_kwargs", {}).get("in_channels", 3))
+    dataset = SirstDataset(args.data, split=args.split, subset=args.subset, mode="eval", protocol=args.protocol,
+                           in_channels=in_channels)
+    return evaluate(model, dataset, device=args.device, protocol=args.protocol, progress=not args.quiet)
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    if args.data is not None:
+        if args.pred is not None or args.masks is not None:
+            raise ValueError("give either --data (evaluate a network) or --pred and --masks (saved maps), not both")
+        result = evaluate_network(args)
+        print(f"protocol: {args.protocol}, data: {args.data} ({args.subset} split), "
+              f"weights: {args.weights or 'bundled'}")
+        print(format_table(result))
+        if args.json:
+            doc = {"protocol": args.protocol, "data": str(args.data), "split": args.split, "subset": args.subset,
+                   "weights": str(args.weights or "bundled"), **{k: _json_safe(float(v)) for k, v in result.items()}}
+            Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        return 0
+    if args.pred is None or args.masks is None:
+        raise ValueError("give --pred and --masks (saved maps), or --data [--weights] to evaluate a network")
     if args.roc_steps < 1:
         raise ValueError(f"--roc-steps must be at least 1, got {args.roc_steps}")
     roc = np.linspace(0.0, 1.0, args.roc_steps + 1) if args.roc_csv else None
@@ -273,8 +308,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "components matched by centroid distance < 3 px; Fa is false-alarm pixels per image pixel."
         ),
     )
-    p.add_argument("--pred", required=True, type=Path, help="folder of predictions <id>.png or <id>.npy")
-    p.add_argument("--masks", required=True, type=Path, help="folder of masks <id>.png (or <id>_pixels0.png, .npy)")
+    p.add_argument("--pred", type=Path, default=None, help="folder of predictions <id>.png or <id>.npy")
+    p.add_argument("--masks", type=Path, default=None, help="folder of masks <id>.png (or <id>_pixels0.png, .npy)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="instead of --pred/--masks: evaluate a network on this dataset (standard layout)")
+    p.add_argument("--weights", default=None, help="with --data: checkpoint (default: the bundled DNANet)")
+    p.add_argument("--split", default="auto", help="with --data: split folder (default auto: 50_50 if present)")
+    p.add_argument("--subset", choices=["train", "test"], default="test", help="with --data: subset (default test)")
+    p.add_argument("--device", default="cpu", help="with --data: cpu or cuda (default cpu)")
     p.add_argument("--threshold", type=float, default=0.5, help="score > threshold is a target pixel (default 0.5)")
     p.add_argument(
         "--protocol",
