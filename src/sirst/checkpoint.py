@@ -40,6 +40,7 @@ def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are ordinary shared files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,40 @@
+"""Turn a training checkpoint into the bundled default weights (fp16, model + provenance only).
+
+Usage: python scripts/bundle_weights.py RUN_DIR/best.pt [--out src/sirst/weights/dnanet_synth.pt]
+"""
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from sirst.checkpoint import read_checkpoint, save_checkpoint
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "sirst" / "weights" / "dnanet_synth.pt"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    args = parser.parse_args()
+    ckpt = read_checkpoint(args.checkpoint)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    bundle = {
+        "model_name": ckpt["model_name"],
+        "model_kwargs": ckpt["model_kwargs"],
+        "state_dict": state,
+        "epoch": ckpt.get("epoch"),
+        "best_epoch": ckpt.get("best_epoch"),
+        "metrics": ckpt.get("metrics"),
+        "config": ckpt.get("config"),
+    }
+    save_checkpoint(bundle, args.out)
+    size = Path(args.out).stat().st_size / 1e6
+    print(f"wrote {args.out} ({size:.2f} MB, epoch {bundle['epoch']}, model {bundle['model_name']} "
+          f"{bundle['model_kwargs']})")
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
