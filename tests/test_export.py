@@ -50,3 +50,47 @@ def test_bad_onnx_file_is_named(tmp_path):
     bad.write_bytes(b"junk")
     with pytest.raises(ValueError, match=r"x\.onnx: cannot load ONNX model"):
         OnnxRunner(bad)
+
+
+def _input_dims(path):
+    import onnx
+
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_param or d.dim_value for d in dims]
+
+
+def test_dynamic_axes_are_symbolic(exported):
+    _, path = exported
+    dims = _input_dims(path)
+    assert dims[1] == 3
+    assert all(isinstance(d, str) and d for d in (dims[0], dims[2], dims[3]))
+    # One file serves a size it was not traced at (the trace used 64x64).
+    assert OnnxRunner(path)(torch.zeros(3, 3, 16, 80)).shape == (3, 1, 16, 80)
+
+
+def test_static_export_has_fixed_shape(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("dnanet", channel_size="one", backbone="resnet10").eval()
+    kwargs = {"channel_size": "one", "backbone": "resnet10"}
+    ckpt = {"model_name": "dnanet", "model_kwargs": kwargs, "state_dict": model.state_dict()}
+    save_checkpoint(ckpt, tmp_path / "w.pt")
+    assert main(["export", "--weights", str(tmp_path / "w.pt"), "--out", str(tmp_path / "s.onnx"), "--no-dynamic"]) == 0
+    assert _input_dims(tmp_path / "s.onnx") == [1, 3, 64, 64]
+    with pytest.raises(Exception, match="Got: 32 Expected: 64"):  # static graph refuses other sizes
+        OnnxRunner(tmp_path / "s.onnx")(torch.zeros(1, 3, 32, 32))
+
+
+def test_detect_cli_with_onnxruntime_backend(exported, tmp_path):
+    _, path = exported
+    from PIL import Image
+
+    Image.fromarray(np.full((40, 56), 60, np.uint8)).save(tmp_path / "x.png")
+    out = tmp_path / "o"
+    assert main(["detect", str(tmp_path / "x.png"), "--backend", "onnxruntime", "--weights", str(path),
+                 "--out", str(out), "--quiet"]) == 0
+    assert (out / "masks" / "x.png").is_file() and (out / "detections.csv").is_file()
+
+
+def test_onnxruntime_backend_needs_an_onnx_file(tmp_path, capsys):
+    assert main(["detect", str(tmp_path), "--backend", "onnxruntime", "--out", str(tmp_path / "o")]) == 2
+    assert "--backend onnxruntime needs --weights FILE.onnx" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from PIL import Image
 
 from sirst.checkpoint import save_checkpoint
 from sirst.cli import main
+from sirst.data.io import read_image
 from sirst.inference import Detector, run_detection, tile_starts
 from sirst.models import create_model
 
@@ -87,34 +88,48 @@ def test_corrupt_image_is_reported_and_the_rest_processed(tmp_path, capsys):
 
 
 def test_cli_end_to_end_with_a_checkpoint(tmp_path, capsys):
+    torch.manual_seed(0)
     model = create_model("dnanet", channel_size="one", backbone="resnet10")
-    with torch.no_grad():  # make the network fire on bright pixels: a known, non-trivial output
+    with torch.no_grad():  # bias the random network so some pixels pass the threshold
         model.heads[-1].bias.fill_(-1.0)
+    model.eval()
     save_checkpoint({"model_name": "dnanet", "model_kwargs": {"channel_size": "one", "backbone": "resnet10"},
                      "state_dict": model.state_dict()}, tmp_path / "w.pt")
     folder = tmp_path / "imgs"
     folder.mkdir()
     for name in ("a", "b"):
         Image.fromarray((scene(48, 64) * 255).astype(np.uint8)).save(folder / f"{name}.png")
+    # A threshold just below the top 1% of this random network's scores: some targets, by construction.
+    scores = Detector(model, tile=0).predict_scores([read_image(folder / "a.png")])[0]
+    threshold = float(np.quantile(scores, 0.99))
     out = tmp_path / "out"
     code = main(["detect", str(folder), "--weights", str(tmp_path / "w.pt"), "--out", str(out), "--threshold",
-                 "0.3", "--quiet"])
+                 repr(threshold), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "detections.csv" in printed and "overlays" in printed
     with open(out / "detections.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0].keys()) if rows else True
     header = (out / "detections.csv").read_text().splitlines()[0]
     assert header == "image,target,x,y,area,bbox_x0,bbox_y0,bbox_x1,bbox_y1,peak_score"
     mask = np.asarray(Image.open(out / "masks" / "a.png"))
     assert mask.shape == (48, 64) and set(np.unique(mask)) <= {0, 255}
     overlay = np.asarray(Image.open(out / "overlays" / "a.png"))
     assert overlay.shape == (48, 64, 3)
-    n_targets = sum(1 for r in rows if r["image"] == "a")
+    rows_a = [r for r in rows if r["image"] == "a"]
+    assert rows_a
+    assert int((mask == 255).sum()) == int((scores > threshold).sum())
+    assert [int(r["target"]) for r in rows_a] == list(range(len(rows_a)))
+    # The mask and the CSV describe the same components.
+    assert sum(int(r["area"]) for r in rows_a) == int((mask == 255).sum())
+    for r in rows_a:
+        assert mask[int(r["bbox_y0"]) : int(r["bbox_y1"]), int(r["bbox_x0"]) : int(r["bbox_x1"])].any()
+        assert threshold < float(r["peak_score"]) + 1e-4 <= 1.0 + 1e-4
     gray = np.round(scene(48, 64) * 255).astype(np.uint8)
-    differs = (overlay != np.dstack([gray] * 3)).any()
-    assert differs == (n_targets > 0)
+    assert (overlay != np.dstack([gray] * 3)).any(axis=2).sum() > 10  # circles drawn
+    assert {p.name for p in (out / "masks").iterdir()} == {"a.png", "b.png"}
+    assert {p.name for p in (out / "overlays").iterdir()} == {"a.png", "b.png"}
+    assert not (out / "errors.txt").exists()
 
 
 def test_cli_detect_circles_targets_with_a_stub_model(tmp_path, monkeypatch):
@@ -133,8 +148,78 @@ def test_cli_detect_circles_targets_with_a_stub_model(tmp_path, monkeypatch):
     assert overlay[..., 0].astype(int).sum() > overlay[..., 2].astype(int).sum()  # red circles drawn
 
 
-def test_missing_input_only_fails(tmp_path, capsys):
+def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     code = main(["detect", str(tmp_path / "none.png"), "--weights", str(tmp_path / "nope.pt"), "--out",
                  str(tmp_path / "o")])
     assert code == 2
     assert "nope.pt: checkpoint file not found" in capsys.readouterr().err
+
+
+def stub_cli(monkeypatch):
+    import sirst.cli.detect as detect_cli
+
+    monkeypatch.setattr(detect_cli, "build_detector", lambda args: Detector(Passthrough(), tile=0))
+
+
+def test_all_inputs_failing_exits_1_and_partial_success_exits_0(tmp_path, monkeypatch, capsys):
+    stub_cli(monkeypatch)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"junk")
+    assert main(["detect", str(bad), str(tmp_path / "missing.png"), "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "bad.png: cannot read image" in err and "missing.png: no such file or folder" in err
+    listed = (tmp_path / "o" / "errors.txt").read_text().splitlines()
+    assert len(listed) == 2 and listed[0].startswith(str(bad))
+    good = tmp_path / "good.png"
+    Image.fromarray((scene(48, 64) * 255).astype(np.uint8)).save(good)
+    assert main(["detect", str(good), str(bad), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert "1 input(s) failed" in capsys.readouterr().out
+
+
+def test_video_frames_become_images(tmp_path, monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    stub_cli(monkeypatch)
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    assert writer.isOpened()
+    for k in range(3):  # a 4x4 target moving 8 px right per frame
+        frame = np.full((48, 64, 3), 50, np.uint8)
+        frame[16:20, 8 + 8 * k : 12 + 8 * k] = 255
+        writer.write(frame)
+    writer.release()
+    assert main(["detect", str(video), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "o" / "detections.csv")))
+    assert [r["image"] for r in rows] == ["clip_f000000", "clip_f000001", "clip_f000002"]
+    for k, r in enumerate(rows):  # JPEG compression blurs edges a little, not the centroid
+        assert float(r["x"]) == pytest.approx(9.5 + 8 * k, abs=0.5)
+        assert float(r["y"]) == pytest.approx(17.5, abs=0.5)
+    assert (tmp_path / "o" / "masks" / "clip_f000002.png").is_file()
+
+
+def test_samples_flag_runs_on_bundled_images(tmp_path, monkeypatch, capsys):
+    stub_cli(monkeypatch)
+    assert main(["detect", "--samples", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    masks = sorted(p.name for p in (tmp_path / "demo" / "masks").iterdir())
+    assert masks == ["sample_city.png", "sample_cloud.png", "sample_field.png", "sample_sea.png"]
+    assert np.asarray(Image.open(tmp_path / "demo" / "overlays" / "sample_sea.png")).shape == (256, 256, 3)
+    out = capsys.readouterr().out
+    assert "4 image(s)" in out and str(tmp_path / "demo" / "detections.csv") in out
+
+
+def test_missing_bundled_weights_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    import sirst.weights
+
+    monkeypatch.setattr(sirst.weights, "default_weights_path", lambda: tmp_path / "dnanet_synth.pt")
+    img = tmp_path / "x.png"
+    Image.fromarray((scene(48, 48) * 255).astype(np.uint8)).save(img)
+    assert main(["detect", str(img), "--out", str(tmp_path / "o")]) == 2
+    assert "dnanet_synth.pt: bundled weights are missing" in capsys.readouterr().err
+
+
+def test_duplicate_stems_get_unique_ids(tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        Image.fromarray((scene(32, 48) * 255).astype(np.uint8)).save(tmp_path / "in" / sub / "img.png")
+    summary = run_detection([tmp_path / "in"], tmp_path / "o", Detector(Passthrough(), tile=0), progress=False)
+    assert summary.images == 2
+    assert sorted(p.name for p in (tmp_path / "o" / "masks").iterdir()) == ["img.png", "img_2.png"]

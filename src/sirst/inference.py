@@ -176,8 +176,12 @@ def _video_frames(path: Path) -> Iterator[InputItem]:
         raise ValueError(f"{path}: video has no readable frames")
 
 
-def iter_inputs(inputs: Iterable[str | os.PathLike], errors: list[str]) -> Iterator[InputItem]:
-    """Images, folders (sorted, recursive) and videos as :class:`InputItem` s; problems go to ``errors``."""
+def iter_inputs(inputs: Iterable[str | os.PathLike], on_error: Callable[[str], None]) -> Iterator[InputItem]:
+    """Images, folders (sorted, recursive) and videos as :class:`InputItem` s.
+
+    Ids are file stems (``<video>_f000123`` for video frames), made unique with ``_2``, ``_3``...
+    A missing path, an empty folder or an unreadable video is passed to ``on_error`` and skipped.
+    """
     used: set[str] = set()
 
     def unique(stem: str) -> str:
@@ -193,7 +197,7 @@ def iter_inputs(inputs: Iterable[str | os.PathLike], errors: list[str]) -> Itera
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not files:
-                errors.append(f"{path}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
+                on_error(f"{path}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
             for f in files:
                 yield InputItem(unique(f.stem), str(f), lambda f=f: read_image(f))
         elif path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
@@ -202,11 +206,11 @@ def iter_inputs(inputs: Iterable[str | os.PathLike], errors: list[str]) -> Itera
                     item.id = unique(item.id)
                     yield item
             except ValueError as exc:
-                errors.append(str(exc))
+                on_error(str(exc))
         elif path.is_file():
             yield InputItem(unique(path.stem), str(path), lambda p=path: read_image(p))
         else:
-            errors.append(f"{path}: no such file or folder")
+            on_error(f"{path}: no such file or folder")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -253,7 +257,8 @@ def run_detection(
 ) -> DetectionSummary:
     """Detect targets in every input and write ``detections.csv``, ``masks/``, ``overlays/``.
 
-    An unreadable image is reported by name (stderr and ``errors.txt``) and the rest are processed.
+    An unreadable image (or missing path, empty folder, bad video) is reported by name on stderr and
+    in ``errors.txt``, and the rest are processed; ``summary.images == 0`` means everything failed.
     CSV columns: image, target, x, y (centroid, x = column), area, bbox_x0, bbox_y0, bbox_x1,
     bbox_y1 (exclusive ends), peak_score (probability).
     """
@@ -264,7 +269,12 @@ def run_detection(
     if write_overlays:
         (out / "overlays").mkdir(parents=True, exist_ok=True)
     summary = DetectionSummary(out)
-    items = iter_inputs(inputs, summary.errors)
+
+    def report(message: str) -> None:
+        summary.errors.append(message)
+        print(f"sirst detect: skipped {message}", file=sys.stderr)
+
+    items = iter_inputs(inputs, report)
     with open(summary.csv_path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)
@@ -275,8 +285,9 @@ def run_detection(
                 try:
                     chunk.append((item, item.load()))
                 except (ValueError, FileNotFoundError) as exc:
-                    summary.errors.append(str(exc))
-                    print(f"sirst detect: skipped {item.source}: {exc}", file=sys.stderr)
+                    # read_image's messages start with the path; prefix it when they do not.
+                    message = str(exc)
+                    report(message if message.startswith(item.source) else f"{item.source}: {message}")
                 if len(chunk) == detector.batch_size:
                     break
             if not chunk:
@@ -296,6 +307,9 @@ def run_detection(
                 summary.targets += len(targets)
             bar.update(len(chunk))
         bar.close()
+    errors_file = out / "errors.txt"
     if summary.errors:
-        (out / "errors.txt").write_text("\n".join(summary.errors) + "\n")
+        errors_file.write_text("\n".join(summary.errors) + "\n")
+    elif errors_file.exists():  # a stale list from an earlier run into the same folder would mislead
+        errors_file.unlink()
     return summary

@@ -1,15 +1,114 @@
-"""`sirst classical`: placeholder until its issue lands."""
+"""`sirst eval-method` and `sirst compare`: the classical baselines, scored like the networks."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
 
-def run(args: argparse.Namespace) -> int:
-    print("sirst classical: not yet implemented")
-    return 1
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset root (images/, masks/, split files)")
+    p.add_argument("--split", default="auto", help="split folder, e.g. 50_50 (default: auto)")
+    p.add_argument("--subset", default="test", choices=("train", "test"), help="which list of the split (default: test)")
+    p.add_argument("--max-images", type=int, default=None, help="only the first N images of the list")
+    p.add_argument("--jobs", type=int, default=1, help="processes for the classical methods (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def run_eval_method(args: argparse.Namespace) -> int:
+    from sirst.classical.evaluate import evaluate_classical, load_samples, write_curve, write_results
+
+    samples = load_samples(args.data, args.split, args.subset, args.max_images)
+    result = evaluate_classical(args.method, samples, args.threshold, args.jobs, not args.no_progress)
+    row = result.table_row()
+    print(
+        f"{result.method} on {result.num_images} images (threshold {result.threshold}): "
+        f"IoU {row['iou_x100']:.2f}  nIoU {row['niou_x100']:.2f}  Pd {row['pd_x100']:.2f}  "
+        f"Fa {row['fa_x1e6']:.2f}e-6  {row['seconds_per_image']:.4f} s/image"
+    )
+    if args.out:
+        out = Path(args.out)
+        csv_path, png_path = write_curve(result, out)
+        md, js = write_results([result], out, stem=f"{result.method}_metrics")
+        print(f"wrote {js}, {md}, {csv_path}, {png_path}")
+    return 0
+
+
+def parse_methods(spec: str) -> list[str]:
+    """``"tophat,ipi,dnanet:W.pt"`` -> names; ``all`` expands to every classical method."""
+    from sirst.classical import get_method, list_methods
+
+    names: list[str] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if part.lower() == "all":
+            names.extend(list_methods())
+        elif ":" in part:
+            kind, weights = part.split(":", 1)
+            if kind.lower() != "dnanet" or not weights:
+                raise ValueError(f"{part}: network entries are written dnanet:WEIGHTS")
+            if not Path(weights).is_file():
+                raise FileNotFoundError(f"{weights}: network weights not found (from --methods entry {part!r})")
+            names.append(f"dnanet:{weights}")
+        else:
+            get_method(part)
+            names.append(part.lower())
+    if not names:
+        raise ValueError(f"{spec!r}: --methods lists no method")
+    return names
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from sirst.classical.evaluate import evaluate_classical, evaluate_network, load_samples, markdown_table, write_curve, write_results
+
+    methods = parse_methods(args.methods)
+    samples = load_samples(args.data, args.split, args.subset, args.max_images)
+    results = []
+    start = time.perf_counter()
+    for name in methods:
+        if name.startswith("dnanet:"):
+            res = evaluate_network(name.split(":", 1)[1], samples, args.device, not args.no_progress, label=name)
+        else:
+            res = evaluate_classical(name, samples, "adaptive", args.jobs, not args.no_progress)
+        results.append(res)
+        if args.out:
+            write_curve(res, Path(args.out))
+    print(f"{len(samples)} images of {args.data} ({args.subset}); networks at probability 0.5, classical methods at the adaptive threshold (Eq. 13)")
+    print(markdown_table(results))
+    print(f"total {time.perf_counter() - start:.1f} s")
+    if args.out:
+        md, js = write_results(results, Path(args.out))
+        print(f"wrote {md} and {js}")
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("classical", help="(not yet implemented)")
-    p.set_defaults(func=run)
+    from sirst.classical import UNSUPPORTED, list_methods
+
+    names = ", ".join(list_methods())
+    p = subparsers.add_parser(
+        "eval-method",
+        help="run a classical baseline on a dataset split and report IoU/nIoU/Pd/Fa",
+        description=f"Run a classical baseline ({names}) on a split, binarise each response map "
+        "with the adaptive threshold of the DNANet paper (Eq. 13) and report IoU/nIoU/Pd/Fa plus a Pd-Fa curve. "
+        f"Unsupported: {', '.join(UNSUPPORTED)}.",
+    )
+    p.add_argument("--method", required=True, help=f"one of: {names}")
+    _common(p)
+    p.add_argument("--threshold", default="adaptive", help="'adaptive' (Eq. 13, per image) or a number in [0, 1) on the response / its maximum")
+    p.add_argument("--out", default=None, help="folder for metrics JSON/Markdown and the Pd-Fa curve (CSV + PNG)")
+    p.set_defaults(func=run_eval_method)
+
+    c = subparsers.add_parser(
+        "compare",
+        help="table of IoU/nIoU/Pd/Fa and seconds per image for several methods (paper Table II)",
+        description="One row per method with the columns of the DNANet paper's Table II. Classical methods are "
+        "thresholded adaptively (Eq. 13), networks at probability 0.5.",
+    )
+    c.add_argument("--methods", required=True, help=f"comma-separated: {names}, 'all', or dnanet:WEIGHTS")
+    _common(c)
+    c.add_argument("--device", default="cpu", help="device of the networks (default cpu)")
+    c.add_argument("--out", default=None, help="folder for compare.md, compare.json and the Pd-Fa curves")
+    c.set_defaults(func=run_compare)
