@@ -285,3 +285,21 @@ def test_amp_and_channels_last_run(tiny_data, tmp_path):
     assert math.isfinite(result.history[0]["loss"])
     state = read_checkpoint(tmp_path / "run" / "last.pt")["state_dict"]
     assert all(v.dtype != torch.bfloat16 for v in state.values()), "weights stay float32 under autocast"
+
+
+def test_max_minutes_stops_after_an_evaluated_saved_epoch_and_resume_continues(tiny_data, tmp_path):
+    from sirst.checkpoint import read_checkpoint
+    from sirst.engine.train import train
+
+    out = tmp_path / "run"
+    # A budget smaller than one epoch: the run stops after epoch 1, which is evaluated although
+    # eval_every would skip it, and saved.
+    result = train(tiny_config(tiny_data, out, epochs=4, eval_every=3, max_minutes=1e-6))
+    assert result.stopped_by_time
+    assert [h["epoch"] for h in result.history] == [1]
+    assert [r["epoch"] for r in result.evaluations] == [1]
+    assert read_checkpoint(out / "last.pt")["epoch"] == 1
+    resumed = train(tiny_config(tiny_data, out, epochs=4, eval_every=3, resume=True))
+    assert not resumed.stopped_by_time
+    assert [h["epoch"] for h in resumed.history] == [2, 3, 4]
+    assert [r["epoch"] for r in resumed.evaluations] == [1, 3, 4]

@@ -27,6 +27,7 @@ def _config_from_args(args: argparse.Namespace):
         channel_size=args.channel_size,
         in_channels=args.in_channels,
         epochs=args.epochs,
+        max_minutes=args.max_minutes,
         batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size,
         crop_size=args.crop_size,
@@ -62,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"sirst train: error: {exc}", file=sys.stderr)
         return 1
     if result.is_main and result.best_epoch is not None:
+        done = "stopped by --max-minutes" if result.stopped_by_time else "done"
         print(
-            f"sirst train: done; best {result.eval_split} IoU {result.best_iou:.4f} at epoch {result.best_epoch}; "
+            f"sirst train: {done} after epoch {result.history[-1]['epoch'] if result.history else '?'}; best {result.eval_split} IoU {result.best_iou:.4f} at epoch {result.best_epoch}; "
             f"checkpoints in {result.out_dir}"
         )
     return 0
@@ -88,6 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--channel-size", default=None, help="DNANet widths: one/two/three/four (model default: three)")
     p.add_argument("--in-channels", type=int, default=3, help="input channels (gray copied; default 3 as the paper)")
     p.add_argument("--epochs", type=int, default=1500, help="epochs (default: 1500, the paper)")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="stop after the first epoch that ends M minutes after the start (evaluated and saved; "
+                        "--resume continues it)")
     p.add_argument("--batch-size", type=int, default=16, help="training batch per process (default: 16)")
     p.add_argument("--eval-batch-size", type=int, default=1, help="images per evaluation forward (default: 1)")
     p.add_argument("--crop-size", type=int, default=256, help="training crop size, multiple of 16 (default: 256)")

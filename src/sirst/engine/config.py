@@ -32,6 +32,7 @@ class TrainConfig:
     in_channels: int = 3
     deep_supervision: bool | None = None  # None: the model's own default (True for DNANet)
     epochs: int = 1500
+    max_minutes: float | None = None  # stop cleanly after the first epoch that ends past this wall time
     batch_size: int = 16
     eval_batch_size: int = 1
     crop_size: int = 256
@@ -67,6 +68,7 @@ class TrainConfig:
             raise FileNotFoundError(f"{out / 'last.pt'}: --resume given but there is no checkpoint to resume from")
         checks: list[tuple[bool, str]] = [
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.max_minutes is None or self.max_minutes > 0, f"--max-minutes must be > 0, got {self.max_minutes}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}"),
             (self.crop_size >= 16 and self.crop_size % 16 == 0,

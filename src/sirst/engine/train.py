@@ -65,6 +65,7 @@ class TrainResult:
     best_iou: float = -math.inf
     eval_split: str = "test"
     is_main: bool = True  # False on DDP ranks other than 0 (they write and print nothing)
+    stopped_by_time: bool = False  # True when ``max_minutes`` ended the run before ``epochs``
 
 
 # --------------------------------------------------------------------------------------------------
@@ -368,6 +369,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
     from sirst.data import pad_collate
 
     last_metrics: dict[str, Any] | None = resumed_metrics
+    run_start = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
         base = _base_dataset(train_set)
@@ -389,8 +391,10 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
         result.history.append({"epoch": epoch + 1, **epoch_stats})
         done = epoch + 1
         sync_buffers_(model, info)
+        out_of_time = _out_of_time(run_start, cfg, info, device)
+        evaluate_now = record_this_epoch(done, cfg) or out_of_time
         is_best = False
-        if record_this_epoch(done, cfg):
+        if evaluate_now:
             m = evaluate(
                 model, eval_set, device=device, batch_size=cfg.eval_batch_size, workers=cfg.workers, amp=cfg.amp,
                 channels_last=cfg.channels_last, protocol=cfg.protocol, dist_info=info, progress=cfg.progress,
@@ -429,12 +433,26 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
             print(
                 f"epoch {done}/{cfg.epochs}: loss {epoch_stats['loss']:.4f}, {epoch_stats['img_per_s']:.3g} img/s"
                 + (f", {eval_split} IoU {last_metrics['iou']:.4f} nIoU {last_metrics['niou']:.4f} "
-                   f"Pd {last_metrics['pd']:.4f} Fa {last_metrics['fa']:.3e}" if record_this_epoch(done, cfg) else "")
+                   f"Pd {last_metrics['pd']:.4f} Fa {last_metrics['fa']:.3e}" if evaluate_now else "")
                 + (f" (best, epoch {result.best_epoch})" if is_best else ""),
                 flush=True,
             )
         barrier(info)
+        if out_of_time and done < cfg.epochs:
+            result.stopped_by_time = True
+            if info.is_main and cfg.progress:
+                print(f"stopping after epoch {done}: --max-minutes {cfg.max_minutes:g} reached; "
+                      f"--resume continues from {out / 'last.pt'}", flush=True)
+            break
     return result
+
+
+def _out_of_time(run_start: float, cfg: TrainConfig, info: DistInfo, device: torch.device) -> bool:
+    """Whether ``cfg.max_minutes`` has passed on any rank (reduced, so all ranks stop together)."""
+    if cfg.max_minutes is None:
+        return False
+    late = torch.tensor(float(time.perf_counter() - run_start > 60.0 * cfg.max_minutes), device=device)
+    return bool(all_reduce_(late, info, "max").item())
 
 
 def record_this_epoch(done: int, cfg: TrainConfig) -> bool:
