@@ -46,6 +46,17 @@ def test_naming_and_split_variants(tmp_path, mask_suffix, split_dir, train_name)
     assert s["mask"].shape == (1, 48, 64) and s["mask"].sum() == 2 and s["mask"][0, 7, 7] == 1
 
 
+def test_root_split_name_selects_root_level_files(tmp_path):
+    # Both a 50_50/ folder and root-level files: "auto" prefers 50_50, "root" the root-level ones.
+    root = make_folder(tmp_path / "d", ["a", "b", "c"])
+    (root / "trainval.txt").write_text("c\n")
+    (root / "test.txt").write_text("a\nb\n")
+    assert resolve_split(root, "auto").name == "50_50"
+    files = resolve_split(root, "root")
+    assert files.name == "root" and files.train == root / "trainval.txt" and files.test == root / "test.txt"
+    assert SirstDataset(root, split="root", subset="test", mode="eval").ids == ["a", "b"]
+
+
 def test_sixteen_bit_images_load(tmp_path):
     root = make_folder(tmp_path / "d", ["a", "b", "c"], sixteen_bit=True)
     s = SirstDataset(root, subset="test", mode="eval", in_channels=1)[0]
