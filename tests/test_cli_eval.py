@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import DATA_ENV, shared_dataset
 from sirst.cli import main
 from sirst.metrics import SirstMetrics
 
-NUAA = Path(__file__).resolve().parents[2] / "shared" / "data" / "NUAA-SIRST"
-if not NUAA.is_dir():
-    NUAA = Path("/work/shared/data/NUAA-SIRST")
+NUAA = shared_dataset("NUAA-SIRST")
 
 
 def _png(path: Path, a: np.ndarray) -> None:
@@ -139,7 +138,7 @@ def test_unreadable_and_unsupported_files(tmp_path: Path, capsys: pytest.Capture
     assert str(tmp_path / "nope") in err and "does not exist" in err
 
 
-@pytest.mark.skipif(not (NUAA / "masks").is_dir(), reason="shared NUAA-SIRST data not available")
+@pytest.mark.skipif(NUAA is None, reason=f"real NUAA-SIRST absent (set {DATA_ENV} or use ../shared/data)")
 def test_nuaa_masks_as_perfect_predictions(tmp_path: Path) -> None:
     ids = (NUAA / "50_50" / "test.txt").read_text().split()[:8]
     pred, masks = tmp_path / "pred", tmp_path / "masks"

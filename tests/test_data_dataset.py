@@ -9,10 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import DATA_ENV, shared_dataset
 from sirst.data import SirstDataset, pad_collate, resolve_split
 from sirst.data.transforms import train_augment
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+NUAA = shared_dataset("NUAA-SIRST")
+NUDT = shared_dataset("NUDT-SIRST")
 
 
 def make_folder(root: Path, ids, size=(40, 56), mask_suffix="", split_dir="50_50", train_name="train.txt",
@@ -127,10 +129,22 @@ def test_augmentation_keeps_image_and_mask_aligned(seed, h, w):
     assert np.mean(confident) > 0.3 or out_mask.sum() == 0 or (out_img > 0.5).sum() > 0
 
 
-@pytest.mark.skipif(not (SHARED / "NUAA-SIRST").is_dir(), reason="shared NUAA-SIRST data absent")
+def test_shared_data_found_through_env_var(tmp_path, monkeypatch):
+    import conftest
+
+    (tmp_path / "NUAA-SIRST" / "images").mkdir(parents=True)
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    assert conftest.shared_data_dirs()[0] == tmp_path
+    assert conftest.shared_dataset("NUAA-SIRST") == tmp_path / "NUAA-SIRST"
+    assert conftest.shared_data_dirs()[-1] == conftest.REPO_ROOT.parent / "shared" / "data"
+    monkeypatch.delenv(DATA_ENV)
+    assert conftest.shared_data_dirs() == [conftest.REPO_ROOT.parent / "shared" / "data"]
+
+
+@pytest.mark.skipif(NUAA is None, reason=f"real NUAA-SIRST absent (set {DATA_ENV} or use ../shared/data)")
 def test_real_nuaa_sirst_loads():
-    train = SirstDataset(SHARED / "NUAA-SIRST", split="50_50", subset="train", mode="train", crop_size=64)
-    test = SirstDataset(SHARED / "NUAA-SIRST", split="50_50", subset="test", mode="eval")
+    train = SirstDataset(NUAA, split="50_50", subset="train", mode="train", crop_size=64)
+    test = SirstDataset(NUAA, split="50_50", subset="test", mode="eval")
     assert len(train) == 213 and len(test) == 214
     s = test[0]
     h, w = s["size"]
@@ -138,9 +152,19 @@ def test_real_nuaa_sirst_loads():
     assert train[0]["image"].shape == (3, 64, 64)
 
 
-@pytest.mark.skipif(not (SHARED / "NUDT-SIRST").is_dir(), reason="shared NUDT-SIRST data absent")
+@pytest.mark.skipif(NUAA is None, reason=f"real NUAA-SIRST absent (set {DATA_ENV} or use ../shared/data)")
+def test_real_nuaa_sirst_passes_the_checker():
+    from sirst.data.check import check_dataset
+
+    report = check_dataset(NUAA, progress=False)
+    assert report.problems == []
+    assert report.counts == {"train": 213, "test": 214} and sum(report.sizes.values()) == 427
+    assert len(report.areas) >= 427 and len(report.sizes) > 10  # variable sizes, 1+ target per image
+
+
+@pytest.mark.skipif(NUDT is None, reason=f"real NUDT-SIRST absent (set {DATA_ENV} or use ../shared/data)")
 def test_real_nudt_sirst_loads():
-    test = SirstDataset(SHARED / "NUDT-SIRST", split="50_50", subset="test", mode="eval")
+    test = SirstDataset(NUDT, split="50_50", subset="test", mode="eval")
     assert len(test) == 664
     s = test[0]
     assert s["image"].shape == (3, 256, 256) and s["mask"].sum() > 0
