@@ -1,5 +1,6 @@
 """The standard-layout dataset: naming variants, split layouts, errors, augmentation alignment."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,70 @@ def test_error_messages(tmp_path):
         SirstDataset(root, subset="test", mode="eval")[0]
     with pytest.raises(FileNotFoundError, match="no split files"):
         resolve_split(root, "nope")
+
+
+def test_error_messages_start_with_the_path(tmp_path):
+    root = make_folder(tmp_path / "d", ["a", "b", "c"])
+    image, mask, split = root / "images" / "c.png", root / "masks" / "c.png", root / "50_50" / "test.txt"
+    split.write_text("zz\n")
+    with pytest.raises(FileNotFoundError, match="^" + re.escape(f"{split}: id 'zz' has no image")):
+        SirstDataset(root, subset="test")
+    split.write_text("c\n")
+    Image.fromarray(np.zeros((40, 57), np.uint8)).save(mask)
+    with pytest.raises(ValueError, match="^" + re.escape(f"{mask}: mask size 57x40 differs")):
+        SirstDataset(root, subset="test")
+    Image.fromarray(np.full((40, 56), 7, np.uint8)).save(mask)
+    with pytest.raises(ValueError, match="^" + re.escape(f"{mask}: mask is not binary (values 7)")):
+        SirstDataset(root, subset="test", mode="eval")[0]
+    mask.unlink()
+    with pytest.raises(FileNotFoundError, match="^" + re.escape(f"{image}: image has no mask")):
+        SirstDataset(root, subset="test")
+    Image.fromarray(np.zeros((40, 56), np.uint8)).save(mask)
+    image.write_bytes(b"\x89PNG\r\n\x1a\n but not an image")  # corrupt: a PNG signature, then junk
+    with pytest.raises(ValueError, match="^" + re.escape(f"{image}: cannot read image")):
+        SirstDataset(root, subset="test")
+
+
+def test_rgb_and_sixteen_bit_files_read_like_grayscale(tmp_path):
+    root = make_folder(tmp_path / "d", ["a", "b", "c"])
+    expected = SirstDataset(root, subset="test", mode="eval")[0]
+    gray = np.asarray(Image.open(root / "images" / "c.png"))
+    mask = np.asarray(Image.open(root / "masks" / "c.png"))
+    Image.fromarray(np.dstack([gray] * 3)).save(root / "images" / "c.png")  # RGB, equal channels
+    Image.fromarray(np.dstack([mask] * 3)).save(root / "masks" / "c.png")
+    rgb = SirstDataset(root, subset="test", mode="eval")[0]
+    torch.testing.assert_close(rgb["image"], expected["image"])
+    assert torch.equal(rgb["mask"], expected["mask"])
+    Image.fromarray(gray.astype(np.uint16) * 257).save(root / "images" / "c.png")  # 16-bit, same values
+    Image.fromarray((mask > 0).astype(np.uint16) * 65535).save(root / "masks" / "c.png")
+    sixteen = SirstDataset(root, subset="test", mode="eval")[0]
+    torch.testing.assert_close(sixteen["image"], expected["image"])
+    assert torch.equal(sixteen["mask"], expected["mask"])
+
+
+def test_data_check_output_and_problems(tmp_path, capsys):
+    from sirst.cli import main
+
+    root = make_folder(tmp_path / "d", ["a", "b", "c"])  # three 40x56 images, one 1x2 target each
+    assert main(["data", "check", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"dataset {root} (split 50_50)" in out
+    assert "train: 2 ids" in out and "test: 1 ids" in out
+    assert "sizes (HxW: images): 40x56: 3" in out
+    assert "targets per image: 1: 3" in out
+    assert "targets: 3, area px median 2" in out
+    assert "area histogram: 1-1: 0, 2-4: 3, 5-9: 0" in out
+    assert "problems: 0" in out
+    (root / "images" / "a.png").write_bytes(b"junk")
+    Image.fromarray(np.full((40, 56), 9, np.uint8)).save(root / "masks" / "b.png")
+    assert main(["data", "check", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "problems: 2" in out
+    assert f"    - {root / 'images' / 'a.png'}: cannot read image" in out
+    assert f"    - {root / 'masks' / 'b.png'}: mask is not binary" in out
+    assert "sizes (HxW: images): 40x56: 1" in out  # the readable image is still counted
+    assert main(["data", "check", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.startswith(f"sirst data: error: {tmp_path / 'nope'}: dataset folder not found")
 
 
 def test_reference_protocol_resizes_to_base_size(tmp_path):
