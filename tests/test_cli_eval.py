@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import DATA_ENV, shared_dataset
 from sirst.cli import main
 from sirst.metrics import SirstMetrics
 
-NUAA = Path(__file__).resolve().parents[2] / "shared" / "data" / "NUAA-SIRST"
-if not NUAA.is_dir():
-    NUAA = Path("/work/shared/data/NUAA-SIRST")
+NUAA = shared_dataset("NUAA-SIRST")
 
 
 def _png(path: Path, a: np.ndarray) -> None:
@@ -139,7 +138,22 @@ def test_unreadable_and_unsupported_files(tmp_path: Path, capsys: pytest.Capture
     assert str(tmp_path / "nope") in err and "does not exist" in err
 
 
-@pytest.mark.skipif(not (NUAA / "masks").is_dir(), reason="shared NUAA-SIRST data not available")
+def test_bad_masks_and_truncated_predictions_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred, masks = _write_case(tmp_path)
+    soft = np.zeros((20, 30), np.uint8)
+    soft[2:4, 2:4] = 128  # a blurred/resized mask: not ground truth any more
+    _png(masks / "a.png", soft)
+    err = _err(capsys, ["eval", "--pred", str(pred), "--masks", str(masks), "--quiet"])
+    assert err.startswith(f"sirst eval: error: {masks / 'a.png'}: mask is not binary")
+    _png(masks / "a.png", np.zeros((20, 30), np.uint8))
+    data = (masks / "c.png").read_bytes()
+    (masks / "c.png").write_bytes(data[: len(data) // 2])  # valid header, truncated pixel data
+    err = _err(capsys, ["eval", "--pred", str(pred), "--masks", str(masks), "--quiet"])
+    assert err.startswith(f"sirst eval: error: {masks / 'c.png'}: cannot read")
+    assert err.count("\n") == 1  # one line, no traceback
+
+
+@pytest.mark.skipif(NUAA is None, reason=f"real NUAA-SIRST absent (set {DATA_ENV} or use ../shared/data)")
 def test_nuaa_masks_as_perfect_predictions(tmp_path: Path) -> None:
     ids = (NUAA / "50_50" / "test.txt").read_text().split()[:8]
     pred, masks = tmp_path / "pred", tmp_path / "masks"

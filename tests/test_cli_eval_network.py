@@ -35,3 +35,19 @@ def test_eval_needs_one_kind_of_input(tmp_path, capsys):
     assert "--pred and --masks" in capsys.readouterr().err
     assert main(["eval", "--data", str(tmp_path), "--pred", str(tmp_path)]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_eval_network_reference_protocol_resizes_inputs_to_256(tmp_path):
+    root = synthesize(tmp_path / "d", 4, seed=3, size=64, progress=False)
+    model = create_model("dnanet", channel_size="one", backbone="resnet10")
+    kwargs = {"channel_size": "one", "backbone": "resnet10"}
+    save_checkpoint({"model_name": "dnanet", "model_kwargs": kwargs, "state_dict": model.state_dict()},
+                    tmp_path / "w.pt")
+    assert main(["eval", "--data", str(root), "--weights", str(tmp_path / "w.pt"), "--protocol", "reference",
+                 "--json", str(tmp_path / "r.json"), "--quiet"]) == 0
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["protocol"] == "reference"
+    assert doc["num_images"] == 2 and doc["num_pixels"] == 2 * 256 * 256  # the network saw 256x256 inputs
+    assert doc["num_targets"] >= 2
+    dataset = SirstDataset(root, subset="test", mode="eval", protocol="reference")
+    assert dataset[0]["image"].shape == (3, 256, 256) and dataset[0]["size"] == (256, 256)

@@ -169,3 +169,77 @@ def test_reference_checkpoint_mismatch_is_reported():
     ref["extra.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match=r"missing 1: \['final1.weight'\].*unexpected 1"):
         load_reference_state_dict(create_model("dnanet", channel_size="one"), ref)
+
+
+def test_forward_equals_the_reference_forward_written_out_node_by_node():
+    """The public code's forward, spelled out node by node with its concatenation order, run on our
+    weights under its names: it must give our outputs (the round trip above cannot see a wrong order)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(3)
+    model = create_model("dnanet", channel_size="one", backbone="resnet10").eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    ref = to_reference_state_dict(model)
+    w0, w1, w2, w3, w4 = model.widths
+    n1, n2, n3, n4 = BACKBONES["resnet10"]
+
+    def sub(name):
+        return {k[len(name) + 1 :]: v for k, v in ref.items() if k.startswith(name + ".")}
+
+    def layer(name, cin, cout, n=1):
+        seq = torch.nn.Sequential(ResCBAMBlock(cin, cout), *[ResCBAMBlock(cout, cout) for _ in range(n - 1)])
+        seq.load_state_dict(sub(name))
+        return seq.eval()
+
+    def conv1x1(name, cin, cout):
+        conv = torch.nn.Conv2d(cin, cout, 1)
+        conv.load_state_dict(sub(name))
+        return conv
+
+    c = {
+        "0_0": layer("conv0_0", 3, w0), "1_0": layer("conv1_0", w0, w1, n1), "2_0": layer("conv2_0", w1, w2, n2),
+        "3_0": layer("conv3_0", w2, w3, n3), "4_0": layer("conv4_0", w3, w4, n4),
+        "0_1": layer("conv0_1", w0 + w1, w0), "1_1": layer("conv1_1", w1 + w2 + w0, w1, n1),
+        "2_1": layer("conv2_1", w2 + w3 + w1, w2, n2), "3_1": layer("conv3_1", w3 + w4 + w2, w3, n3),
+        "0_2": layer("conv0_2", 2 * w0 + w1, w0), "1_2": layer("conv1_2", 2 * w1 + w2 + w0, w1, n1),
+        "2_2": layer("conv2_2", 2 * w2 + w3 + w1, w2, n2),
+        "0_3": layer("conv0_3", 3 * w0 + w1, w0), "1_3": layer("conv1_3", 3 * w1 + w2 + w0, w1, n1),
+        "0_4": layer("conv0_4", 4 * w0 + w1, w0), "final": layer("conv0_4_final", 5 * w0, w0),
+    }
+    p4, p3 = conv1x1("conv0_4_1x1", w4, w0), conv1x1("conv0_3_1x1", w3, w0)
+    p2, p1 = conv1x1("conv0_2_1x1", w2, w0), conv1x1("conv0_1_1x1", w1, w0)
+    heads = [conv1x1(f"final{k}", w0, 1) for k in (1, 2, 3, 4)]
+
+    def up(t, s=2):
+        return F.interpolate(t, scale_factor=s, mode="bilinear", align_corners=True)
+
+    def down(t):
+        return F.interpolate(t, scale_factor=0.5, mode="bilinear", align_corners=True)
+
+    pool, cat = torch.nn.MaxPool2d(2, 2), (lambda *ts: torch.cat(ts, 1))
+    x = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        x0_0 = c["0_0"](x)
+        x1_0 = c["1_0"](pool(x0_0))
+        x0_1 = c["0_1"](cat(x0_0, up(x1_0)))
+        x2_0 = c["2_0"](pool(x1_0))
+        x1_1 = c["1_1"](cat(x1_0, up(x2_0), down(x0_1)))
+        x0_2 = c["0_2"](cat(x0_0, x0_1, up(x1_1)))
+        x3_0 = c["3_0"](pool(x2_0))
+        x2_1 = c["2_1"](cat(x2_0, up(x3_0), down(x1_1)))
+        x1_2 = c["1_2"](cat(x1_0, x1_1, up(x2_1), down(x0_2)))
+        x0_3 = c["0_3"](cat(x0_0, x0_1, x0_2, up(x1_2)))
+        x4_0 = c["4_0"](pool(x3_0))
+        x3_1 = c["3_1"](cat(x3_0, up(x4_0), down(x2_1)))
+        x2_2 = c["2_2"](cat(x2_0, x2_1, up(x3_1), down(x1_2)))
+        x1_3 = c["1_3"](cat(x1_0, x1_1, x1_2, up(x2_2), down(x0_3)))
+        x0_4 = c["0_4"](cat(x0_0, x0_1, x0_2, x0_3, up(x1_3)))
+        fused = c["final"](cat(up(p4(x4_0), 16), up(p3(x3_1), 8), up(p2(x2_2), 4), up(p1(x1_3)), x0_4))
+        expected = [heads[0](x0_1), heads[1](x0_2), heads[2](x0_3), heads[3](fused)]
+        torch.testing.assert_close(model(x), expected[-1], atol=1e-5, rtol=0)
+        model.training = True  # the list of heads, BN still in eval mode
+        for got, want in zip(model(x), expected, strict=True):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

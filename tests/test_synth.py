@@ -30,6 +30,14 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert digest(a) != digest(c)
 
 
+def test_cli_synth_same_seed_same_bytes(tmp_path, capsys):
+    for name in ("a", "b"):
+        assert main(["synth", "--out", str(tmp_path / name), "--num", "3", "--size", "64", "--seed", "9"]) == 0
+    assert "wrote 3 images" in capsys.readouterr().out
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert digest(tmp_path / "a") == digest(synthesize(tmp_path / "c", 3, seed=9, size=64, progress=False))
+
+
 def test_masks_match_targets_json(tmp_path):
     root = synthesize(tmp_path / "s", 12, seed=1, size=96, targets=(1, 4), progress=False)
     records = json.loads((root / "targets.json").read_text())

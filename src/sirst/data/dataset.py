@@ -37,14 +37,16 @@ class SplitFiles:
 
 
 def resolve_split(root: str | os.PathLike, split: str = "auto") -> SplitFiles:
-    """Find the split files. ``split="auto"`` prefers ``50_50/``, then root-level files.
+    """Find the split files. ``split="auto"`` prefers ``50_50/``, then root-level files;
+    ``split="root"`` selects the root-level files (``ROOT/train.txt|trainval.txt``, ``ROOT/test.txt``).
 
     Raises ``FileNotFoundError`` listing where it looked.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset folder not found")
-    candidates = ["50_50", ""] if split == "auto" else [split]
+    # "root" (the name SplitFiles reports for them) or "" select the root-level split files.
+    candidates = ["50_50", ""] if split == "auto" else ["" if split in ("root", "") else split]
     looked = []
     for name in candidates:
         folder = root / name if name else root
