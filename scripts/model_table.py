@@ -7,7 +7,10 @@ normalisation, activation, pooling, interpolation or element-wise work). Many pa
 DNANet's included, quote MACs (e.g. from ``thop``) under the name "FLOPs", so the table shows both.
 Models are built on the ``meta`` device: nothing is computed, so even MDvsFA is counted instantly.
 
-Usage: ``PYTHONPATH=src python scripts/model_table.py [--size 256] [--out docs/models.md] [--no-write]``
+The compact table (model, params, GFLOPs, paper params) also goes into README.md between its
+``models-table`` markers.
+
+Usage: ``PYTHONPATH=src python scripts/model_table.py [--size 256] [--out docs/models.md] [--readme README.md] [--no-write]``
 """
 
 from __future__ import annotations
@@ -22,15 +25,17 @@ from tqdm import tqdm
 
 from sirst.models import create_model, list_models
 
-# The DNANet paper's comparison (params in M, "FLOPs" in G at 256x256, i.e. MACs). DNANet's are the
-# paper's headline numbers; the baselines' parameter counts are recalled from its table and could not
-# be verified with the search tools (they agree with the counts measured here for ACM and MDvsFA).
-PAPER: dict[str, tuple[float | None, float | None, str]] = {
-    "dnanet": (4.70, 14.26, "DNANet paper (ResNet-18, channel size three)"),
-    "acm": (0.520, None, "DNANet paper's table, recalled, unverified"),
-    "alcnet": (0.427, None, "DNANet paper's table, recalled, unverified"),
-    "mdvsfa": (3.919, None, "DNANet paper's table, recalled, unverified (1-channel input)"),
+# Parameter counts stated by the DNANet paper (in M). Only numbers we could check are listed: the
+# baselines' counts and all "FLOPs" of the paper's comparison table could not be verified with the
+# tools at hand, so they are left out rather than quoted from memory.
+PAPER: dict[str, tuple[float, str]] = {
+    "dnanet": (4.70, "DNANet paper (ResNet-18, channel size three)"),
 }
+# The CSAM ablation gives 4.70-4.73M for every variant: the variants without (part of) the attention
+# had their convolutions widened to keep that size. The DNIM variants' sizes are not listed here.
+PAPER_ABLATION_RANGE = (4.70, 4.73)
+ABLATION_VARIANTS = ("dnanet_wo_csam", "dnanet_channel_only", "dnanet_spatial_only", "dnanet_sum_attention")
+DNIM_VARIANTS = ("dnanet_wo_dnim", "dnanet_top_to_bottom", "dnanet_left_to_right")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class Row:
     params: int
     flops: int
     size_divisor: int
+    widths: tuple[int, ...] | None = None
 
 
 def measure(name: str, size: int) -> Row:
@@ -50,11 +56,8 @@ def measure(name: str, size: int) -> Row:
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(x)
-    return Row(name, params, counter.get_total_flops(), int(model.size_divisor))
-
-
-def _fmt(value: float | None, digits: int) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+    widths = tuple(int(w) for w in model.widths) if hasattr(model, "widths") else None
+    return Row(name, params, counter.get_total_flops(), int(model.size_divisor), widths)
 
 
 def render(rows: list[Row], size: int) -> str:
@@ -68,21 +71,41 @@ def render(rows: list[Row], size: int) -> str:
         "- **GFLOPs** are counted by `torch.utils.flop_counter.FlopCounterMode`: FLOPs = 2 x MACs, "
         "convolutions and matrix products only. **GMACs** = GFLOPs / 2, the unit most IRSTD papers "
         "(DNANet's included) call \"FLOPs\".",
-        "- **Paper** columns: the DNANet paper's numbers where known (params in M, \"FLOPs\" = MACs in G "
-        "at 256x256). DNANet's are the paper's; the baselines' parameter counts are recalled from the "
-        "DNANet paper's comparison table and could not be verified with the available search tools.",
+        "- **Paper params**: the DNANet paper's parameter count where we could verify it (DNANet, 4.70M; "
+        "its ablation variants: 4.70-4.73M, see below). The baselines' counts and the paper's FLOPs could "
+        "not be verified and are left out rather than quoted from memory.",
         "- ALCNet's local contrast (cyclic shifts, products, minima) is element-wise work the counter "
         "does not see; MDvsFA's count covers both generators (its discriminator is training-only).",
         "",
-        "| model | params | params (M) | GFLOPs | GMACs | size divisor | paper params (M) | paper GMACs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | params | params (M) | GFLOPs | GMACs | size divisor | paper params (M) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        paper_params, paper_macs, _ = PAPER.get(r.name, (None, None, ""))
         lines.append(
             f"| `{r.name}` | {r.params:,} | {r.params / 1e6:.3f} | {r.flops / 1e9:.3f} | {r.flops / 2e9:.3f} | "
-            f"{r.size_divisor} | {_fmt(paper_params, 3)} | {_fmt(paper_macs, 2)} |"
+            f"{r.size_divisor} | {paper_cell(r.name)} |"
         )
+    lo, hi = PAPER_ABLATION_RANGE
+    lines += [
+        "",
+        f"Ablation variants. CSAM ablation (paper: {lo:.2f}-{hi:.2f}M each): the variants without (part of) "
+        "the attention widen their last stage to stay in that range (`WO_CSAM_WIDTHS`, `CHANNEL_ONLY_WIDTHS`, "
+        "`SPATIAL_ONLY_WIDTHS` in `sirst/models/dnanet.py`). DNIM ablation: not widened (no paper "
+        "size we could verify; fewer nodes or none, so smaller).",
+        "",
+        "| variant | widths | params | vs paper range |",
+        "|---|---|---:|---|",
+    ]
+    by_name = {r.name: r for r in rows}
+    for name in ("dnanet", *ABLATION_VARIANTS, *DNIM_VARIANTS):
+        if name in by_name:
+            r = by_name[name]
+            m = r.params / 1e6
+            if name in DNIM_VARIANTS:
+                where = "— (DNIM ablation)"
+            else:
+                where = "inside" if lo - 0.005 <= m < hi + 0.005 else f"{m - (lo if m < lo else hi):+.2f}M outside"
+            lines.append(f"| `{name}` | {', '.join(map(str, r.widths or ()))} | {r.params:,} | {where} |")
     lines += [
         "",
         "Families:",
@@ -95,15 +118,50 @@ def render(rows: list[Row], size: int) -> str:
         "- `mdvsfa`: MDvsFA-cGAN (Wang et al., ICCV 2019), two generators and a discriminator with its own "
         "adversarial training step (train with `--optimizer adam --lr 1e-4`), `sirst/models/mdvsfa.py`.",
     ]
-    lines += ["", "Sources of the paper columns:", ""]
-    lines += [f"- `{k}`: {src}" for k, (_, _, src) in PAPER.items()]
+    lines += ["", "Sources of the paper column:", ""]
+    lines += [f"- `{k}`: {src}" for k, (_, src) in PAPER.items()]
+    lines += [f"- CSAM ablation variants: DNANet paper's CSAM ablation ({lo:.2f}-{hi:.2f}M)"]
     return "\n".join(lines) + "\n"
+
+
+def paper_cell(name: str) -> str:
+    """The paper's parameter count for ``name`` (M), its ablation range, or a dash."""
+    if name in PAPER:
+        return f"{PAPER[name][0]:.2f}"
+    if name in ABLATION_VARIANTS:
+        return f"{PAPER_ABLATION_RANGE[0]:.2f}-{PAPER_ABLATION_RANGE[1]:.2f}"
+    return "—"
+
+
+def compact(rows: list[Row], size: int) -> str:
+    """The short README version: model, params (M), GFLOPs, paper params (M)."""
+    lines = [
+        f"| model | params (M) | GFLOPs at {size}x{size} | paper params (M) |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| `{r.name}` | {r.params / 1e6:.3f} | {r.flops / 1e9:.2f} | {paper_cell(r.name)} |" for r in rows]
+    return "\n".join(lines)
+
+
+START, END = "<!-- models-table:start -->", "<!-- models-table:end -->"
+
+
+def update_readme(readme: Path, table: str) -> bool:
+    """Put ``table`` between the README's models-table markers; False if the markers are missing."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        return False
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    readme.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256, help="square input size (default 256)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "models.md")
+    parser.add_argument("--readme", type=Path, default=Path(__file__).resolve().parents[1] / "README.md")
     parser.add_argument("--no-write", action="store_true", help="only print the table")
     args = parser.parse_args(argv)
     if args.size < 16 or args.size % 16:
@@ -115,6 +173,10 @@ def main(argv: list[str] | None = None) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(page)
         print(f"written to {args.out}")
+        if update_readme(args.readme, compact(rows, args.size)):
+            print(f"table updated in {args.readme}")
+        else:
+            print(f"{args.readme}: no {START} ... {END} markers; README not updated")
 
 
 if __name__ == "__main__":

@@ -169,7 +169,6 @@ def evaluate_classical(
 
 def evaluate_network(weights: str | os.PathLike, samples: Sequence[Sample], device: str = "cpu", progress: bool = True, label: str | None = None) -> MethodResult:
     """Run the network of checkpoint ``weights`` on ``samples``; probabilities thresholded at 0.5."""
-    import torch
     from tqdm import tqdm
 
     from sirst.checkpoint import model_from_checkpoint
@@ -180,13 +179,12 @@ def evaluate_network(weights: str | os.PathLike, samples: Sequence[Sample], devi
     if not path.is_file():
         raise FileNotFoundError(f"{path}: network weights not found")
     detector = Detector(model_from_checkpoint(path, device), device=device)
-    torch.set_grad_enabled(False)
 
     def maps() -> Iterator[tuple[np.ndarray, float]]:
         for s in tqdm(samples, desc=label or path.name, unit="img", disable=not progress):
             image = read_image(s.image)
             start = time.perf_counter()
-            prob = detector.predict_scores([image])[0]
+            prob = detector.predict_scores([image])[0]  # inference mode inside, no global grad switch
             yield np.asarray(prob, dtype=np.float32), time.perf_counter() - start
 
     return _accumulate(label or f"dnanet:{path}", "0.5", maps(), samples, 0.5, normalise=False)

@@ -3,8 +3,8 @@
 The image is cut into overlapping patches (``np.lib.stride_tricks.sliding_window_view``); the
 patches form a matrix (columns = vectorised patches) or a tensor (frontal slices = patches). The
 clutter background is low rank there, the small target sparse. Each solver iterates until the
-relative residual ``||D - B - T||_F / ||D||_F`` (and, for RIPT, the consensus residual) is below
-``tol`` or ``max_iter`` is reached; the residual of every iteration goes to ``logging.debug``.
+relative residual ``||D - B - T||_F / ||D||_F`` is below ``tol`` (RIPT: or its target support
+stops changing) or ``max_iter`` is reached; the residual of every iteration goes to ``logging.debug``.
 The target map is the target component folded back into the image (overlaps combined as in the
 paper, e.g. the median for IPI), clipped at zero.
 """
@@ -28,6 +28,11 @@ from sirst.classical._common import (
 )
 
 logger = logging.getLogger(__name__)
+
+# Intensity scale of the reweighted models (RIPT, PSTNN): their reweighting ``1 / (|T| + eps)`` with
+# ``eps = 0.01`` was set for 8-bit grey levels, so images in [0, 1] are multiplied by 255 first and
+# the maps divided back.
+GREY_LEVELS = 255.0
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,19 @@ def _svt(x: np.ndarray, tau: np.ndarray | float) -> np.ndarray:
 
 
 def _finish(
-    name: str, t_patches: np.ndarray, b_patches: np.ndarray, grid: PatchGrid, reduce: str, it: int, res: float, tol: float
+    name: str,
+    t_patches: np.ndarray,
+    b_patches: np.ndarray,
+    grid: PatchGrid,
+    reduce: str,
+    it: int,
+    res: float,
+    tol: float,
+    converged: bool | None = None,
 ) -> Decomposition:
     target = np.maximum(reconstruct(t_patches, grid, reduce), 0.0)
     background = reconstruct(b_patches, grid, reduce)
-    converged = bool(res < tol)
+    converged = bool(res < tol) if converged is None else bool(converged)
     if not converged:
         logger.warning("%s: stopped after %d iterations at relative residual %.3g (tol %.3g)", name, it, res, tol)
     return Decomposition(target.astype(np.float32), background.astype(np.float32), it, float(res), converged)
@@ -229,63 +242,76 @@ def ript_decompose(
     step: int = 10,
     lam_scale: float = 1.0,
     h: float = 1.0,
+    eps: float = 0.01,
+    grey_levels: float = GREY_LEVELS,
     tol: float = 1e-7,
     max_iter: int = 500,
     rho: float = 1.5,
+    stop_on_support: bool = True,
 ) -> Decomposition:
     """Reweighted infrared patch-tensor model (RIPT).
 
     Reference: Dai & Wu, "Reweighted infrared patch-tensor model with both nonlocal and local
     priors for single-frame small target detection", IEEE JSTARS 10(8), 2017.
-    Patches (30x30, step 10) are stacked as the frontal slices of ``D`` (``p x p x P``). Model:
-    ``min sum_i ||B_(i)||_* / 3 + lambda ||W * T||_1  s.t. D = B + T`` (sum of the nuclear norms of
-    the three unfoldings, the nonlocal prior) with ``lambda = L / sqrt(min(I1, I2, I3))``, ``L = 1``,
-    and the weights ``W = exp(h * E) / (|T| + eps)``: ``E`` is the normalised edge indicator
-    ``l1 - l2`` of the structure tensor (local prior: edges are penalised, ``h = 1``), ``1 / |T|``
-    the reweighting. Solved by ADMM with one auxiliary tensor per unfolding; the residual is the
-    larger of the data residual and the consensus residual ``max_i ||B - M_i|| / ||D||``.
-    Overlaps are combined by the median.
+    Patches (30x30, step 10) are stacked as the frontal slices of ``D`` (``I x J x P``). Model
+    (element-wise reweighted higher-order RPCA):
+    ``min sum_i ||B_(i)||_* + lambda ||W * T||_1  s.t. D = B + T`` (the nuclear norms of the three
+    unfoldings, the nonlocal prior) with ``lambda = L / sqrt(min(I, J, P))``, ``L = lam_scale = 1``,
+    and the entry-wise weights ``W = W_ls / (|T| + eps)``: ``W_ls = exp(h * N(l1 - l2))`` is the
+    local structure weight (``l1 >= l2`` the eigenvalues of the structure tensor, ``N`` min-max
+    normalisation: edges, where ``l1 >> l2``, are penalised; ``h = 1``), ``1 / (|T| + eps)``
+    (``eps = 0.01``) the sparsity-enhancing reweighting, updated every iteration.
+
+    The image is scaled to ``grey_levels`` (255: the 8-bit grey levels the paper's ``eps`` is
+    relative to). In [0, 1] units ``eps`` would be 255 times larger relative to the target
+    amplitude and the reweighting could no longer tell a target entry from an empty one: almost
+    every target then stays in the low-rank part (that was a bug of an earlier version, which also
+    rescaled the weights to a minimum of 1).
+
+    Solved by ADMM with one copy ``B_i`` of the background per unfolding (``D = B_i + T``),
+    penalty ``mu`` starting at ``1 / (5 std(D))`` and growing by ``rho``. It stops when the
+    relative residual ``max_i ||D - B_i - T||_F / ||D||_F`` is below ``tol`` or, with
+    ``stop_on_support``, when the number of non-zero target entries no longer changes (the paper's
+    additional convergence condition for target detection). Overlaps are combined by the median.
 
     Returns:
-        :class:`Decomposition` with ``(H, W)`` maps.
+        :class:`Decomposition` with ``(H, W)`` maps (in the units of ``image``).
     """
-    img = as_image(image)
+    img = as_image(image) * grey_levels
     grid = make_grid(img.shape, patch, step)
-    d = np.moveaxis(extract_patches(img, grid), 0, -1)  # (p, p, P)
+    d = np.moveaxis(extract_patches(img, grid), 0, -1)  # (I, J, P)
     l1, l2 = structure_tensor_eigs(img)
-    edge = np.moveaxis(extract_patches(normalise01(l1 - l2), grid), 0, -1)
-    prior = np.exp(h * edge)
+    w_ls = np.exp(h * np.moveaxis(extract_patches(normalise01(l1 - l2), grid), 0, -1))
     lam = lam_scale / np.sqrt(min(d.shape))
-    alpha = 1.0 / 3.0
     norm_d = max(np.linalg.norm(d), 1e-12)
-    spec = max(np.linalg.norm(_unfold(d, 2), 2), 1e-12)
-    mu = 1.25 / spec
-    b = np.zeros_like(d)
+    mu = 1.0 / (5.0 * max(float(d.std()), 1e-12))
     t = np.zeros_like(d)
-    z = np.zeros_like(d)
-    ms = [np.zeros_like(d) for _ in range(3)]
+    bs = [d.copy() for _ in range(3)]
     ys = [np.zeros_like(d) for _ in range(3)]
-    weights = prior.copy()
-    res, it = np.inf, 0
+    weights = w_ls
+    res, it, support, stable = np.inf, 0, -1, False
     for it in range(1, max_iter + 1):
-        ms = [_fold(_svt(_unfold(b + ys[k] / mu, k), alpha / mu), k, d.shape) for k in range(3)]
-        b = (d - t + z / mu + sum(ms[k] - ys[k] / mu for k in range(3))) / 4.0
-        t = soft_threshold(d - b + z / mu, lam * weights / mu)
-        r = d - b - t
-        z = z + mu * r
-        cons = 0.0
+        bs = [_fold(_svt(_unfold(d - t + ys[k] / mu, k), 1.0 / mu), k, d.shape) for k in range(3)]
+        # T minimises the three quadratic terms together: the mean, shrunk by lambda W / (3 mu).
+        mean = sum(d - bs[k] + ys[k] / mu for k in range(3)) / 3.0
+        t = soft_threshold(mean, lam * weights / (3.0 * mu))
+        rs = [d - bs[k] - t for k in range(3)]
         for k in range(3):
-            diff = b - ms[k]
-            ys[k] = ys[k] + mu * diff
-            cons = max(cons, float(np.linalg.norm(diff)))
-        mu = min(mu * rho, 1e7 / spec)
-        weights = prior / (np.abs(t) + 0.01 * max(float(np.abs(t).max()), 1e-12))
-        weights /= weights.min()
-        res = max(float(np.linalg.norm(r)), cons) / norm_d
-        _log("ript", it, res)
-        if res < tol:
+            ys[k] = ys[k] + mu * rs[k]
+        mu = min(mu * rho, 1e10)
+        weights = w_ls / (np.abs(t) + eps)
+        res = max(float(np.linalg.norm(r)) for r in rs) / norm_d
+        nonzero = int(np.count_nonzero(t))
+        logger.debug("ript iter %d: non-zero target entries %d, relative residual %.3e", it, nonzero, res)
+        stable = stop_on_support and nonzero == support and nonzero > 0
+        if res < tol or stable:
             break
-    return _finish("ript", np.moveaxis(t, -1, 0), np.moveaxis(b, -1, 0), grid, "median", it, res, tol)
+        support = nonzero
+    b = sum(bs) / 3.0
+    return _finish(
+        "ript", np.moveaxis(t, -1, 0) / grey_levels, np.moveaxis(b, -1, 0) / grey_levels, grid, "median", it, res, tol,
+        converged=res < tol or stable,
+    )
 
 
 def ript(image: np.ndarray, **kwargs: object) -> np.ndarray:
@@ -319,6 +345,8 @@ def pstnn_decompose(
     step: int = 40,
     lam_scale: float = 0.6,
     keep: int = 1,
+    eps: float = 0.01,
+    grey_levels: float = GREY_LEVELS,
     tol: float = 1e-7,
     max_iter: int = 500,
     rho: float = 1.05,
@@ -331,40 +359,44 @@ def pstnn_decompose(
     step 40, ``lambda = 0.6 / sqrt(max(n1, n2) * n3)``, ``mu0 = 1e-2``, ``rho = 1.05``, tolerance
     1e-7. Model: ``min ||B||_PSTNN + lambda ||W * T||_1  s.t. D = B + T`` where the PSTNN keeps the
     ``keep`` largest singular values of every Fourier slice unpenalised. The weights are
-    ``W = 1 / (P * (|T| + eps))`` with the local prior ``P`` the normalised structure-tensor corner
-    strength ``l1 * l2 / (l1 + l2)`` (targets are corners, edges are not) and the reweighting
-    ``1 / |T|``. Solved by ADMM; patches do not overlap at the default step (overlaps: mean).
+    ``W = 1 / (W_p * (|T| + eps))``, ``eps = 0.01``, with the local prior ``W_p`` the normalised
+    structure-tensor corner strength ``l1 * l2 / (l1 + l2)`` (targets are corners, edges are not)
+    and the reweighting ``1 / (|T| + eps)``, updated every iteration. As for RIPT the image is
+    scaled to ``grey_levels`` (255) first, the scale ``eps`` refers to. Solved by ADMM; patches do
+    not overlap at the default step (overlaps: mean).
 
     Returns:
-        :class:`Decomposition` with ``(H, W)`` maps.
+        :class:`Decomposition` with ``(H, W)`` maps (in the units of ``image``).
     """
-    img = as_image(image)
+    img = as_image(image) * grey_levels
     grid = make_grid(img.shape, patch, step)
     d = np.moveaxis(extract_patches(img, grid), 0, -1)  # (p, p, P)
     l1, l2 = structure_tensor_eigs(img)
     corner = normalise01(l1 * l2 / np.maximum(l1 + l2, 1e-12))
-    prior = np.moveaxis(extract_patches(corner, grid), 0, -1)
+    # Floor: flat regions (corner strength 0) get a huge but finite weight.
+    prior = np.maximum(np.moveaxis(extract_patches(corner, grid), 0, -1), 1e-12)
     n1, n2, n3 = d.shape
     lam = lam_scale / np.sqrt(max(n1, n2) * n3)
     norm_d = max(np.linalg.norm(d), 1e-12)
     mu = mu0
     y = np.zeros_like(d)
     t = np.zeros_like(d)
-    weights = 1.0 / (prior + 0.01)
+    weights = np.ones_like(d)
     res, it = np.inf, 0
     for it in range(1, max_iter + 1):
         b = _prox_pstnn(d - t + y / mu, 1.0 / mu, keep)
         t = soft_threshold(d - b + y / mu, lam * weights / mu)
         r = d - b - t
         y = y + mu * r
-        mu = min(mu * rho, 1e7)
-        weights = 1.0 / ((prior + 0.01) * (np.abs(t) + 0.01 * max(float(np.abs(t).max()), 1e-12)))
-        weights /= weights.min()
+        mu = min(mu * rho, 1e10)
+        weights = 1.0 / (prior * (np.abs(t) + eps))
         res = float(np.linalg.norm(r) / norm_d)
         _log("pstnn", it, res)
         if res < tol:
             break
-    return _finish("pstnn", np.moveaxis(t, -1, 0), np.moveaxis(b, -1, 0), grid, "mean", it, res, tol)
+    return _finish(
+        "pstnn", np.moveaxis(t, -1, 0) / grey_levels, np.moveaxis(b, -1, 0) / grey_levels, grid, "mean", it, res, tol
+    )
 
 
 def pstnn(image: np.ndarray, **kwargs: object) -> np.ndarray:

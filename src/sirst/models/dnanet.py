@@ -39,10 +39,15 @@ BACKBONES: dict[str, tuple[int, ...]] = {
 DNIM_MODES = ("full", "none", "top_to_bottom", "left_to_right")
 DEPTH = 4  # levels below the full-resolution one
 
-# Widths of the "w/o CSAM" variants, widened so that the model keeps about the paper's size:
-# (16,32,64,128,256) with attention gives 4,696,888 parameters; without attention these widths
-# give 4,698,414 (resnet18, deep supervision, 3 input channels; 4,665,476 unwidened).
+# Widths of the "w/o CSAM" variants, widened so that the model keeps the paper's size (its CSAM
+# ablation gives 4.70-4.73M for every variant): (16,32,64,128,256) with attention gives
+# 4,696,888 parameters; without attention these widths give 4,698,414 (resnet18, deep supervision,
+# 3 input channels; 4,665,476 unwidened). The single-attention variants lose less and are widened
+# less: channel attention only 4,710,846 (4,694,340 unwidened), spatial attention only 4,700,962
+# (4,668,024 unwidened). The table in docs/models.md lists every variant.
 WO_CSAM_WIDTHS: tuple[int, ...] = (16, 32, 64, 128, 258)
+CHANNEL_ONLY_WIDTHS: tuple[int, ...] = (16, 32, 64, 128, 257)
+SPATIAL_ONLY_WIDTHS: tuple[int, ...] = (16, 32, 64, 128, 258)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -303,6 +308,6 @@ _variant("dnanet_wo_dnim", dnim="none")
 _variant("dnanet_top_to_bottom", dnim="top_to_bottom")
 _variant("dnanet_left_to_right", dnim="left_to_right")
 _variant("dnanet_wo_csam", attention="none", widths=WO_CSAM_WIDTHS)
-_variant("dnanet_channel_only", attention="channel_only")
-_variant("dnanet_spatial_only", attention="spatial_only")
+_variant("dnanet_channel_only", attention="channel_only", widths=CHANNEL_ONLY_WIDTHS)
+_variant("dnanet_spatial_only", attention="spatial_only", widths=SPATIAL_ONLY_WIDTHS)
 _variant("dnanet_sum_attention", attention="sum")
