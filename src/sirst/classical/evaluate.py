@@ -183,7 +183,6 @@ def evaluate_classical(
 
 def evaluate_network(weights: str | os.PathLike, samples: Sequence[Sample], device: str = "cpu", progress: bool = True, label: str | None = None) -> MethodResult:
     """Run the network of checkpoint ``weights`` on ``samples``; probabilities thresholded at 0.5."""
-    import torch
     from tqdm import tqdm
 
     from sirst.checkpoint import model_from_checkpoint
@@ -193,8 +192,9 @@ def evaluate_network(weights: str | os.PathLike, samples: Sequence[Sample], devi
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: network weights not found")
+    # No global torch.set_grad_enabled(False) here: callers go on training (sirst experiment);
+    # the Detector runs under inference_mode.
     detector = Detector(model_from_checkpoint(path, device), device=device)
-    torch.set_grad_enabled(False)
 
     def maps() -> Iterator[tuple[np.ndarray, float]]:
         for s in tqdm(samples, desc=label or path.name, unit="img", disable=not progress):
