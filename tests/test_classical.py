@@ -250,6 +250,9 @@ def test_compare_cli_table(tiny_dataset, tmp_path, capsys) -> None:
     rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["tophat", "maxmedian"]
     assert sum(ln.startswith("| ") for ln in (tmp_path / "compare.md").read_text().splitlines()) == 3
+    subsets = (tmp_path / "pdfa_subsets.csv").read_text().splitlines()
+    assert {ln.split(",")[0] for ln in subsets[1:]} == {"tophat", "maxmedian"}
+    assert {ln.split(",")[1] for ln in subsets[1:]} == {"point", "point+spot", "all"}
 
 
 def test_compare_with_network_weights(tiny_dataset, tmp_path, capsys) -> None:

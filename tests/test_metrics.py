@@ -41,6 +41,9 @@ def _assert_dicts_equal(a: dict, b: dict) -> None:
 def _assert_curves_equal(a: dict | None, b: dict | None) -> None:
     assert a is not None and b is not None and a.keys() == b.keys()
     for k in a:
+        if isinstance(a[k], dict):  # the size-subset curves
+            _assert_curves_equal(a[k], b[k])
+            continue
         np.testing.assert_allclose(np.asarray(a[k], dtype=float), np.asarray(b[k], dtype=float), rtol=1e-12, err_msg=k)
 
 

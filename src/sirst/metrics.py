@@ -63,13 +63,14 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
-from sirst.targets import stack_components
+from sirst.targets import ComponentStats, component_stats, label_components, stack_components
 
 __all__ = [
     "MATCH_DISTANCE",
     "POINT_MAX_AREA",
     "REFERENCE_SIZE",
     "SIZE_CLASSES",
+    "SIZE_SUBSETS",
     "SPOT_MAX_AREA",
     "PdFaMetric",
     "Protocol",
@@ -77,7 +78,9 @@ __all__ = [
     "SegmentationMetric",
     "SirstMetrics",
     "ImageGroup",
+    "ImageMatch",
     "adaptive_threshold",
+    "match_image",
     "match_targets",
     "prepare_batch",
     "size_class",
@@ -94,6 +97,9 @@ REFERENCE_SIZE: int = 256
 SIZE_CLASSES: tuple[str, ...] = ("point", "spot", "extended")
 POINT_MAX_AREA: int = 9
 SPOT_MAX_AREA: int = 81
+#: Image subsets of the size-subset Pd-Fa curves: images whose targets are all of a class up to
+#: point, up to spot, and all images (the DNANet paper's Fig. 9).
+SIZE_SUBSETS: tuple[str, ...] = ("point", "point+spot", "all")
 
 # Upper bound on the elements of one stacked (images x thresholds x H x W) boolean volume.
 _MAX_VOLUME = 1 << 24
@@ -367,6 +373,84 @@ def match_targets(
     return _resolve(gi, pj, d[gi, pj], np.zeros(len(gi), dtype=np.int64), protocol)
 
 
+@dataclass(frozen=True)
+class ImageMatch:
+    """How the target-level metrics see one image: components and which of them match.
+
+    Attributes:
+        gt: :class:`~sirst.targets.ComponentStats` of the ground-truth components (label order).
+        pred: the same for the predicted components.
+        gt_labels: ``(H, W)`` int32 labels of the mask (0 = background, component ``i`` is ``i + 1``).
+        pred_labels: ``(H, W)`` int32 labels of the prediction.
+        pairs: ``(M, 2)`` int64 matched ``(gt index, pred index)``.
+        intersection: target pixels predicted as target.
+        union: pixels that are target or predicted target.
+    """
+
+    gt: ComponentStats
+    pred: ComponentStats
+    gt_labels: np.ndarray
+    pred_labels: np.ndarray
+    pairs: np.ndarray
+    intersection: int
+    union: int
+
+    @property
+    def detected(self) -> np.ndarray:
+        """Indices of the ground-truth targets that were detected (matched)."""
+        return np.sort(self.pairs[:, 0])
+
+    @property
+    def missed(self) -> np.ndarray:
+        """Indices of the ground-truth targets matched to no prediction."""
+        return np.setdiff1d(np.arange(len(self.gt)), self.pairs[:, 0])
+
+    @property
+    def false_alarms(self) -> np.ndarray:
+        """Indices of the predicted components matched to no ground-truth target."""
+        return np.setdiff1d(np.arange(len(self.pred)), self.pairs[:, 1])
+
+    @property
+    def false_alarm_pixels(self) -> int:
+        """Pixels of the unmatched predicted components (the numerator of Fa, exact protocol)."""
+        return int(self.pred.area[self.false_alarms].sum())
+
+    @property
+    def iou(self) -> float:
+        """Per-image IoU (the term of nIoU); NaN when there is neither target nor prediction."""
+        return _div(self.intersection, self.union)
+
+
+def match_image(pred: Any, mask: Any, protocol: Protocol = "exact") -> ImageMatch:
+    """Match the predicted components of one image to its ground-truth targets.
+
+    The same components (:func:`sirst.targets.label_components`, in the order of
+    :func:`~sirst.targets.stack_components`) and the same matching rule (:func:`match_targets`)
+    as :class:`PdFaMetric`, so summing ``len(pairs)`` and :attr:`ImageMatch.false_alarm_pixels`
+    over images gives its ``num_matched`` and ``false_alarm_pixels`` (exact protocol; images at
+    their own size: the reference protocol's resizing and area-value quirk are not applied here).
+
+    Args:
+        pred: ``(H, W)`` binary prediction (non-zero = target pixel), e.g. ``scores > threshold``.
+        mask: ``(H, W)`` ground truth; ``mask > 0.5`` is a target pixel.
+        protocol: matching rule, ``"exact"`` (maximum one-to-one) or ``"reference"`` (greedy).
+    """
+    pred = _to_numpy(pred)
+    mask = _to_numpy(mask)
+    if pred.ndim != 2 or pred.shape != mask.shape:
+        raise ValueError(f"match_image: expected (H, W) prediction and mask of one size, got {pred.shape} and {mask.shape}")
+    pred_b = pred != 0
+    mask_b = mask > 0.5
+    gt_labels, n_gt = label_components(mask_b)
+    pred_labels, n_pr = label_components(pred_b)
+    gt = component_stats(gt_labels, n_gt)
+    pr = component_stats(pred_labels, n_pr)
+    pairs = match_targets(gt.centroid, pr.centroid, protocol)
+    inter = int(np.count_nonzero(pred_b & mask_b))
+    union = int(np.count_nonzero(pred_b | mask_b))
+    return ImageMatch(gt, pr, gt_labels, pred_labels, pairs, inter, union)
+
+
 def _resolve(gi: np.ndarray, pj: np.ndarray, dist: np.ndarray, group: np.ndarray, protocol: Protocol) -> np.ndarray:
     """Turn candidate pairs into matches; pairs of different ``group`` (image slices) never conflict.
 
@@ -447,6 +531,13 @@ class _PdFaCounts:
             "false_alarm_pixels": np.zeros(t, dtype=np.int64),
             "false_alarm_targets": np.zeros(t, dtype=np.int64),
             "pred_targets": np.zeros(t, dtype=np.int64),
+            # Per image class (largest ground-truth size class of the image; 0 without targets), for
+            # the size-subset curves (:data:`SIZE_SUBSETS`): images, pixels, targets, matches, Fa pixels.
+            "images_by_class": np.zeros(k, dtype=np.int64),
+            "pixels_by_class": np.zeros(k, dtype=np.int64),
+            "targets_by_class": np.zeros(k, dtype=np.int64),
+            "matched_by_class": np.zeros((t, k), dtype=np.int64),
+            "false_alarm_pixels_by_class": np.zeros((t, k), dtype=np.int64),
         }
 
     def update_groups(self, groups: Sequence[ImageGroup]) -> None:
@@ -501,15 +592,30 @@ class _PdFaCounts:
         matched_by_size = np.bincount(m_t * k + gt_size[gi_rep[pairs_g]], minlength=t * k).reshape(t, k)
         pred_targets = np.bincount(pr_t, minlength=t)
         pred_area = np.bincount(pr_t, weights=pr.area, minlength=t)
+        # Image class = largest size class among the image's targets (0 for an image without any).
+        img_class = np.zeros(n, dtype=np.int64)
+        np.maximum.at(img_class, gt.slice_index, gt_size)
+        pr_tc = pr_t * k + img_class[pr.slice_index // t]  # (threshold, image class) of each prediction
+        m_tc = m_t * k + img_class[gt.slice_index[gi_rep[pairs_g]]]
         if self.protocol == "reference":
             # Area-value quirk: drop every component whose area equals a matched area in its slice.
             key = pr.slice_index * (h * w + 1) + pr.area
             dropped = np.isin(key, key[pairs_p])
             fa_pixels = np.bincount(pr_t[~dropped], weights=pr.area[~dropped], minlength=t)
             fa_targets = np.bincount(pr_t[~dropped], minlength=t)
+            fa_pixels_tc = np.bincount(pr_tc[~dropped], weights=pr.area[~dropped], minlength=t * k)
         else:
             fa_pixels = pred_area - np.bincount(m_t, weights=pr.area[pairs_p], minlength=t)
             fa_targets = pred_targets - matched
+            fa_pixels_tc = np.bincount(pr_tc, weights=pr.area, minlength=t * k) - np.bincount(
+                m_tc, weights=pr.area[pairs_p], minlength=t * k
+            )
+        images_by_class = np.bincount(img_class, minlength=k)
+        st["images_by_class"] = st["images_by_class"] + images_by_class
+        st["pixels_by_class"] = st["pixels_by_class"] + images_by_class * (h * w)
+        st["targets_by_class"] = st["targets_by_class"] + np.bincount(img_class[gt.slice_index], minlength=k)
+        st["matched_by_class"] = st["matched_by_class"] + np.bincount(m_tc, minlength=t * k).reshape(t, k)
+        st["false_alarm_pixels_by_class"] = st["false_alarm_pixels_by_class"] + np.rint(fa_pixels_tc).astype(np.int64).reshape(t, k)
 
         st["num_images"] += n
         st["num_pixels"] += n * h * w
@@ -536,6 +642,28 @@ class _PdFaCounts:
         """``(T,)`` Fa (false-alarm pixels per image pixel) per threshold."""
         n = self._state["num_pixels"]
         return self._state["false_alarm_pixels"] / n if n else np.full(self.thresholds.size, np.nan)
+
+    def subsets(self) -> dict[str, dict[str, Any]]:
+        """Pd and Fa per threshold on each image subset of :data:`SIZE_SUBSETS`.
+
+        Subset ``c`` holds the images whose targets are all of size class ``<= c`` (images without
+        targets belong to every subset): ``point``, ``point+spot``, ``all``. Pd = matched targets /
+        targets of those images, Fa = false-alarm pixels / pixels of those images.
+        """
+        st = self._state
+        out: dict[str, dict[str, Any]] = {}
+        for c, name in enumerate(SIZE_SUBSETS):
+            n_t = int(st["targets_by_class"][: c + 1].sum())
+            n_px = int(st["pixels_by_class"][: c + 1].sum())
+            matched = st["matched_by_class"][:, : c + 1].sum(axis=1)
+            fa_px = st["false_alarm_pixels_by_class"][:, : c + 1].sum(axis=1)
+            out[name] = {
+                "pd": (matched / n_t if n_t else np.full(self.thresholds.size, np.nan)).tolist(),
+                "fa": (fa_px / n_px if n_px else np.full(self.thresholds.size, np.nan)).tolist(),
+                "num_images": int(st["images_by_class"][: c + 1].sum()),
+                "num_targets": n_t,
+            }
+        return out
 
 
 class PdFaMetric:
@@ -673,7 +801,9 @@ class ROCMetric:
         """Curves as lists of floats, one entry per threshold, plus the area under the pixel ROC.
 
         Keys: ``thresholds``, ``tpr``, ``fpr``, ``precision`` (pixel level), ``auc`` (trapezoid over
-        the points plus (0, 0) and (1, 1)) and, with ``pdfa``, ``pd`` and ``fa``.
+        the points plus (0, 0) and (1, 1)) and, with ``pdfa``, ``pd``, ``fa`` and ``subsets``: the
+        Pd-Fa curve on the image subsets ``point``, ``point+spot``, ``all`` (the DNANet paper's
+        Fig. 9), ``{name: {"pd": [...], "fa": [...], "num_images", "num_targets"}}``.
         """
         tp = self._hist["pos_above"]
         fp = self._hist["neg_above"]
@@ -695,6 +825,7 @@ class ROCMetric:
         if self._counts is not None:
             out["pd"] = self._counts.pd().tolist()
             out["fa"] = self._counts.fa().tolist()
+            out["subsets"] = self._counts.subsets()
         return out
 
 

@@ -125,11 +125,27 @@ def classical_maps(name: str, samples: Sequence[Sample], jobs: int = 1, progress
         bar.close()
 
 
+def normalise_response(response: np.ndarray) -> np.ndarray:
+    """A classical response map ``(H, W)`` divided by its maximum (all zeros if the maximum is <= 0)."""
+    response = np.asarray(response, dtype=np.float32)
+    peak = float(response.max())
+    return response / peak if peak > 0 else np.zeros_like(response)
+
+
+def binarise(score: np.ndarray, fixed: float | None = None) -> np.ndarray:
+    """The prediction ``(H, W)`` bool that the metrics score: ``score > t`` with ``t`` the adaptive
+    threshold of Eq. 13 (:func:`sirst.metrics.adaptive_threshold`) or ``fixed``."""
+    from sirst.metrics import adaptive_threshold
+
+    thr = adaptive_threshold(score) if fixed is None else fixed
+    return np.asarray(score) > thr
+
+
 def _accumulate(
     method: str, threshold: str, maps: Iterator[tuple[np.ndarray, float]], samples: Sequence[Sample], fixed: float | None, normalise: bool
 ) -> MethodResult:
     from sirst.data.io import read_mask
-    from sirst.metrics import ROCMetric, SirstMetrics, adaptive_threshold
+    from sirst.metrics import ROCMetric, SirstMetrics
 
     metrics = SirstMetrics(threshold=0.5)
     roc = ROCMetric(CURVE_THRESHOLDS)
@@ -141,10 +157,8 @@ def _accumulate(
             raise ValueError(f"{sample.mask}: mask size {mask.shape} differs from the response map {score.shape}")
         score = np.asarray(score, dtype=np.float32)
         if normalise:
-            peak = float(score.max())
-            score = score / peak if peak > 0 else np.zeros_like(score)
-        thr = adaptive_threshold(score) if fixed is None else fixed
-        metrics.update([(score > thr).astype(np.float32)], [mask])
+            score = normalise_response(score)
+        metrics.update([binarise(score, fixed).astype(np.float32)], [mask])
         roc.update([score], [mask])
         seconds += dt
         n += 1
@@ -178,6 +192,8 @@ def evaluate_network(weights: str | os.PathLike, samples: Sequence[Sample], devi
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: network weights not found")
+    # No global torch.set_grad_enabled(False) here: callers go on training (sirst experiment);
+    # the Detector runs under inference_mode.
     detector = Detector(model_from_checkpoint(path, device), device=device)
 
     def maps() -> Iterator[tuple[np.ndarray, float]]:

@@ -22,6 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sirst.cli.data",
     "sirst.cli.export",
     "sirst.cli.classical",
+    "sirst.cli.visualize",
+    "sirst.cli.experiment",
 )
 
 

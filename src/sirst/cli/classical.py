@@ -79,8 +79,11 @@ def run_compare(args: argparse.Namespace) -> int:
     print(markdown_table(results))
     print(f"total {time.perf_counter() - start:.1f} s")
     if args.out:
+        from sirst.viz.figures import write_pdfa_subsets
+
         md, js = write_results(results, Path(args.out))
-        print(f"wrote {md} and {js}")
+        csv_path, png_path = write_pdfa_subsets({r.method: r.curve for r in results}, Path(args.out))
+        print(f"wrote {md}, {js} and the size-subset Pd-Fa curves {png_path}, {csv_path}")
     return 0
 
 
@@ -110,5 +113,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--methods", required=True, help=f"comma-separated: {names}, 'all', or dnanet:WEIGHTS")
     _common(c)
     c.add_argument("--device", default="cpu", help="device of the networks (default cpu)")
-    c.add_argument("--out", default=None, help="folder for compare.md, compare.json and the Pd-Fa curves")
+    c.add_argument("--out", default=None, help="folder for compare.md, compare.json and the Pd-Fa curves (per method, "
+                   "and pdfa_subsets.png/.csv: all methods on the point / point+spot / all subsets)")
     c.set_defaults(func=run_compare)

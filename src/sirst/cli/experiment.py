@@ -1,0 +1,56 @@
+"""`sirst experiment`: the paper's tables (II-V) as recipes, one command each."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _parse_weights(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise ValueError(f"{item}: --weights entries are LABEL=PATH (LABEL: a row of the table)")
+        out[label] = path
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from sirst.experiments import ExperimentOptions, run_experiment
+
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    opts = ExperimentOptions(
+        data=args.data, out=args.out, quick=args.quick, device=args.device, epochs=args.epochs,
+        weights=_parse_weights(args.weights), jobs=args.jobs, progress=not args.no_progress,
+        threads=args.threads if args.threads is not None else (1 if args.quick else None),
+    )
+    res = run_experiment(args.recipe, opts)
+    print(res.markdown.read_text())
+    print(f"wrote {res.markdown} and {res.json} in {res.seconds:.1f} s")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from sirst.experiments import RECIPES
+
+    p = subparsers.add_parser(
+        "experiment",
+        help="reproduce a table of the DNANet paper (table2: methods, table3/4: ablations, table5: synthesized+real)",
+        description="Run a recipe (src/sirst/recipes/NAME.yaml, or a path to your own YAML): train the networks "
+        "with the paper's protocol, score them (and the classical methods) on the test split and write "
+        "OUT/NAME.md and OUT/NAME.json. --quick: tiny models and a few images (on a synthesized dataset when "
+        "--data is not given) to check the recipe end to end in a minute; interrupted runs resume.",
+    )
+    p.add_argument("recipe", help=f"{' | '.join(RECIPES)} or a recipe .yaml file")
+    p.add_argument("--data", default=None, help="dataset root (required unless --quick)")
+    p.add_argument("--out", required=True, help="output folder (tables, runs/, mixed datasets)")
+    p.add_argument("--quick", action="store_true", help="tiny settings from the recipe's quick: section")
+    p.add_argument("--device", default="cpu", help="training/inference device (default cpu)")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs for every network")
+    p.add_argument("--weights", action="append", default=[], metavar="LABEL=PATH",
+                   help="score this checkpoint for row LABEL instead of training it (repeatable)")
+    p.add_argument("--jobs", type=int, default=1, help="processes for the classical methods (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 with --quick, else torch's)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars and epoch lines")
+    p.set_defaults(func=run)
