@@ -1,6 +1,7 @@
 """Turn a training checkpoint into the bundled default weights (fp16, model + provenance only).
 
-Usage: python scripts/bundle_weights.py RUN_DIR/best.pt [--out src/sirst/weights/dnanet_synth.pt]
+Usage: python scripts/bundle_weights.py RUN_DIR/best.pt (--name nuaa | --out FILE.pt)
+``--name N`` writes the bundled file ``src/sirst/weights/dnanet_N.pt``.
 """
 
 import argparse
@@ -10,14 +11,18 @@ import torch
 
 from sirst.checkpoint import read_checkpoint, save_checkpoint
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "sirst" / "weights" / "dnanet_synth.pt"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "src" / "sirst" / "weights"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("checkpoint")
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--name", help="bundle as src/sirst/weights/dnanet_NAME.pt")
+    where.add_argument("--out", help="write to this file")
     args = parser.parse_args()
+    if args.name:
+        args.out = str(WEIGHTS_DIR / f"dnanet_{args.name}.pt")
     ckpt = read_checkpoint(args.checkpoint)
     state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     bundle = {

@@ -1,6 +1,6 @@
 """What `make demo` relies on: the bundled samples (with known ground truth) and the bundled weights.
 
-The weights test is skipped while ``src/sirst/weights/dnanet_synth.pt`` is not in the tree.
+The weights tests are skipped where the bundled ``src/sirst/weights/dnanet_*.pt`` are not in the tree.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sirst.cli import main
 from sirst.data.synth import SynthConfig, make_sample
 from sirst.metrics import PdFaMetric
-from sirst.weights import default_weights_path
+from sirst.weights import bundled_names, default_weights_path
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "sirst" / "samples"
 KINDS = ("cloud", "city", "sea", "field")
@@ -42,16 +43,31 @@ def test_bundled_samples_are_the_synthesizer_output():
 def test_demo_without_bundled_weights_is_one_clear_line(tmp_path, monkeypatch, capsys):
     import sirst.weights
 
-    monkeypatch.setattr(sirst.weights, "default_weights_path", lambda: tmp_path / "dnanet_synth.pt")
+    monkeypatch.setattr(sirst.weights, "default_weights_path", lambda name="nuaa": tmp_path / f"dnanet_{name}.pt")
     assert main(["detect", "--samples", "--out", str(tmp_path / "demo"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err == f"sirst detect: error: {tmp_path / 'dnanet_synth.pt'}: bundled weights are missing from this " \
+    assert err == f"sirst detect: error: {tmp_path / 'dnanet_nuaa.pt'}: bundled weights are missing from this " \
                   "installation; pass --weights\n"
 
 
-@pytest.mark.skipif(not default_weights_path().is_file(), reason="bundled weights dnanet_synth.pt not in this tree")
+HAVE_WEIGHTS = all(default_weights_path(n).is_file() for n in bundled_names())
+
+
+@pytest.mark.skipif(not HAVE_WEIGHTS, reason="bundled weights not in this tree")
+def test_bundled_weights_are_lean_and_named_weights_resolve(tmp_path):
+    from sirst.checkpoint import read_checkpoint
+
+    assert sum(default_weights_path(n).stat().st_size for n in bundled_names()) < 25e6  # the package stays lean
+    for name in bundled_names():
+        ckpt = read_checkpoint(name)  # a bundled name works wherever a checkpoint path does
+        assert ckpt["model_name"] == "dnanet" and ckpt["epoch"] >= 1
+        assert all(v.dtype == torch.float16 for v in ckpt["state_dict"].values() if v.is_floating_point())
+    with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
+        read_checkpoint(tmp_path / "nudt")  # a path that merely ends in a bundled name is still a path
+
+
+@pytest.mark.skipif(not HAVE_WEIGHTS, reason="bundled weights not in this tree")
 def test_bundled_weights_run_the_demo_and_find_the_sample_targets(tmp_path, capsys):
-    assert default_weights_path().stat().st_size < 25e6  # shipped inside the package
     out = tmp_path / "demo"
     assert main(["detect", "--samples", "--out", str(out), "--quiet"]) == 0  # what `make demo` runs
     printed = capsys.readouterr().out
@@ -65,6 +81,7 @@ def test_bundled_weights_run_the_demo_and_find_the_sample_targets(tmp_path, caps
         assert sum(int(r["area"]) for r in rows if r["image"] == name) == int(pred.sum())
         pdfa.update([pred.astype(np.float32)], [mask])
     r = pdfa.compute()
-    # A detector trained on synthesized data finds most of these synthesized targets, with few false alarms.
+    # The default detector (trained on real NUAA-SIRST images) finds most of these synthesized targets,
+    # with few false alarms.
     assert r["pd"] >= 0.5, r
     assert r["fa"] < 1e-3, r

@@ -209,11 +209,11 @@ def test_samples_flag_runs_on_bundled_images(tmp_path, monkeypatch, capsys):
 def test_missing_bundled_weights_is_a_clear_error(tmp_path, monkeypatch, capsys):
     import sirst.weights
 
-    monkeypatch.setattr(sirst.weights, "default_weights_path", lambda: tmp_path / "dnanet_synth.pt")
+    monkeypatch.setattr(sirst.weights, "default_weights_path", lambda name="nuaa": tmp_path / f"dnanet_{name}.pt")
     img = tmp_path / "x.png"
     Image.fromarray((scene(48, 48) * 255).astype(np.uint8)).save(img)
     assert main(["detect", str(img), "--out", str(tmp_path / "o")]) == 2
-    assert "dnanet_synth.pt: bundled weights are missing" in capsys.readouterr().err
+    assert "dnanet_nuaa.pt: bundled weights are missing" in capsys.readouterr().err
 
 
 def test_duplicate_stems_get_unique_ids(tmp_path):

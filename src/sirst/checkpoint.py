@@ -49,8 +49,13 @@ def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict, with a clear error for missing, corrupt or foreign files."""
-    path = Path(path)
+    """Load a checkpoint dict, with a clear error for missing, corrupt or foreign files.
+
+    ``path`` may also name bundled weights (``"nuaa"``, ``"nudt"``; see :mod:`sirst.weights`).
+    """
+    from sirst.weights import resolve_weights
+
+    path = resolve_weights(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file not found")
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 def build_detector(args: argparse.Namespace):
     """The Detector for the CLI options (bundled weights, a checkpoint, or an ONNX file)."""
     from sirst.inference import Detector
+    from sirst.weights import BUNDLED, DEFAULT_WEIGHTS
 
     if args.backend == "onnxruntime":
         from sirst.export import OnnxRunner
@@ -16,14 +17,14 @@ def build_detector(args: argparse.Namespace):
         if not args.weights or not str(args.weights).endswith(".onnx"):
             raise ValueError("--backend onnxruntime needs --weights FILE.onnx (make one with `sirst export`)")
         model = OnnxRunner(args.weights)
-    elif args.weights:
+    elif args.weights and str(args.weights) not in BUNDLED:
         from sirst.checkpoint import model_from_checkpoint
 
         model = model_from_checkpoint(args.weights, args.device)
     else:
         from sirst.weights import load_default_model
 
-        model = load_default_model(args.device)
+        model = load_default_model(args.device, name=args.weights or DEFAULT_WEIGHTS)
     return Detector(model, device=args.device if args.backend == "torch" else "cpu", threshold=args.threshold,
                     tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)
 
@@ -54,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Detect small targets; writes detections.csv, masks/ and overlays/.")
     p.add_argument("inputs", nargs="*", help="image files, folders (recursive) or video files")
     p.add_argument("--samples", action="store_true", help="also run on the bundled sample images")
-    p.add_argument("--weights", default=None, help="checkpoint .pt or .onnx (default: the bundled DNANet)")
+    p.add_argument("--weights", default=None, help="checkpoint .pt or .onnx, or a bundled DNANet: nuaa (default, real infrared), nudt")
     p.add_argument("--out", default="detections", help="output folder (default: detections)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
     p.add_argument("--tile", type=int, default=512, help="tile images larger than this (0: never; default 512)")

@@ -224,15 +224,11 @@ def evaluate_network(args: argparse.Namespace) -> dict[str, float]:
     from sirst.checkpoint import model_from_checkpoint, read_checkpoint
     from sirst.data import SirstDataset
     from sirst.engine import evaluate
+    from sirst.weights import resolve_weights
 
     if args.threshold != 0.5:
         raise ValueError("--threshold applies to saved score maps; networks are scored at probability 0.5")
-    if args.weights:
-        ckpt = read_checkpoint(args.weights)
-    else:
-        from sirst.weights import default_weights_path
-
-        ckpt = read_checkpoint(default_weights_path())
+    ckpt = read_checkpoint(resolve_weights(args.weights))
     model = model_from_checkpoint(ckpt, args.device)
     in_channels = int(ckpt.get("model_kwargs", {}).get("in_channels", 3))
     dataset = SirstDataset(args.data, split=args.split, subset=args.subset, mode="eval", protocol=args.protocol,
@@ -248,11 +244,11 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give either --data (evaluate a network) or --pred and --masks (saved maps), not both")
         result = evaluate_network(args)
         print(f"protocol: {args.protocol}, data: {args.data} ({args.subset} split), "
-              f"weights: {args.weights or 'bundled'}")
+              f"weights: {args.weights or 'bundled nuaa'}")
         print(format_table(result))
         if args.json:
             doc = {"protocol": args.protocol, "data": str(args.data), "split": args.split, "subset": args.subset,
-                   "weights": str(args.weights or "bundled"), **{k: _json_safe(float(v)) for k, v in result.items()}}
+                   "weights": str(args.weights or "bundled nuaa"), **{k: _json_safe(float(v)) for k, v in result.items()}}
             Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
         return 0
     if args.pred is None or args.masks is None:
@@ -312,7 +308,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--masks", type=Path, default=None, help="folder of masks <id>.png (or <id>_pixels0.png, .npy)")
     p.add_argument("--data", type=Path, default=None,
                    help="instead of --pred/--masks: evaluate a network on this dataset (standard layout)")
-    p.add_argument("--weights", default=None, help="with --data: checkpoint (default: the bundled DNANet)")
+    p.add_argument("--weights", default=None, help="with --data: checkpoint, or a bundled name: nuaa (default), nudt")
     p.add_argument("--split", default="auto", help="with --data: split folder (default auto: 50_50 if present)")
     p.add_argument("--subset", choices=["train", "test"], default="test", help="with --data: subset (default test)")
     p.add_argument("--device", default="cpu", help="with --data: cpu or cuda (default cpu)")

@@ -1,29 +1,54 @@
 """Weights bundled with the package, so ``sirst detect`` works without downloading anything.
 
-``dnanet_synth.pt`` is a DNANet trained by us on synthesized data (see MODEL_CARD.md at the
-repository root for how it was trained and what it reaches), stored in fp16.
+Two DNANet-ResNet18 models trained by us with the paper's protocol (see MODEL_CARD.md at the
+repository root for data, protocol, hardware and measured results), stored in fp16:
+
+- ``nuaa``: trained on the NUAA-SIRST 50_50 train split (real infrared images); the default.
+- ``nudt``: trained on the NUDT-SIRST 50_50 train split (real backgrounds, synthesized targets).
+
+Anywhere a checkpoint path is accepted (``--weights``, :func:`sirst.checkpoint.read_checkpoint`),
+one of these names selects the bundled file.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-DEFAULT_WEIGHTS = "dnanet_synth.pt"
+BUNDLED: dict[str, str] = {"nuaa": "dnanet_nuaa.pt", "nudt": "dnanet_nudt.pt"}
+DEFAULT_WEIGHTS = "nuaa"
 
 
-def default_weights_path() -> Path:
-    """Path of the bundled default weights file."""
-    return Path(__file__).resolve().parent / DEFAULT_WEIGHTS
+def bundled_names() -> list[str]:
+    """Names of the bundled weights, the default first."""
+    return [DEFAULT_WEIGHTS] + sorted(n for n in BUNDLED if n != DEFAULT_WEIGHTS)
 
 
-def load_default_model(device: str | torch.device = "cpu") -> nn.Module:
-    """The bundled DNANet in eval mode on ``device``; a clear error if the file is missing."""
+def default_weights_path(name: str = DEFAULT_WEIGHTS) -> Path:
+    """Path of the bundled weights file ``name`` (``"nuaa"`` by default)."""
+    if name not in BUNDLED:
+        raise ValueError(f"{name}: no bundled weights of that name; bundled: {', '.join(bundled_names())}")
+    return Path(__file__).resolve().parent / BUNDLED[name]
+
+
+def resolve_weights(spec: str | os.PathLike | None) -> Path:
+    """The checkpoint file for ``spec``: ``None`` = the default bundled weights, a bundled name
+    (``"nuaa"``, ``"nudt"``) = that file, anything else = a path (an existing file of that name wins)."""
+    if spec is None:
+        return default_weights_path()
+    if str(spec) in BUNDLED and not Path(spec).exists():
+        return default_weights_path(str(spec))
+    return Path(spec)
+
+
+def load_default_model(device: str | torch.device = "cpu", name: str = DEFAULT_WEIGHTS) -> nn.Module:
+    """The bundled DNANet ``name`` in eval mode on ``device``; a clear error if the file is missing."""
     from sirst.checkpoint import model_from_checkpoint
 
-    path = default_weights_path()
+    path = default_weights_path(name)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: bundled weights are missing from this installation; pass --weights")
     return model_from_checkpoint(path, device)
