@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "MODEL_CARD.md"))
     args = parser.parse_args()
 
-    sections, table = [], []
+    sections, table, compact = [], [], []
     for name in bundled_names():
         folder, paper, released = PAPER[name]
         path = default_weights_path(name)
@@ -88,6 +88,10 @@ def main() -> None:
                 f"| {folder} | `{name}` | {protocol} | **{fmt(r['iou'])}** | {fmt(r['niou'])} | **{fmt(r['pd'])}** | "
                 f"**{fmt(r['fa'], 1e6, 3)}** | {by_size} | {int(r['num_images'])} |"
             )
+        ref = results["reference"]
+        compact.append(f"| `{name}` | {folder} | {fmt(results['exact']['iou'])} / {fmt(results['exact']['pd'])} / "
+                       f"{fmt(results['exact']['fa'], 1e6, 2)} | {fmt(ref['iou'])} / {fmt(ref['pd'])} / {fmt(ref['fa'], 1e6, 2)} | "
+                       f"{paper[0]:.2f} / {paper[1]:.2f} / {paper[2]:.2f} | {ckpt.get('epoch')} |")
         table.append(f"| {folder} | paper (DNANet-ResNet18) | reference | {paper[0]:.2f} | — | {paper[1]:.2f} | {paper[2]:.3f} | | |")
         table.append(f"| {folder} | best released weights | reference | {released[0]:.2f} | — | {released[1]:.2f} | "
                      f"{released[2]:.2f} | | |")
@@ -149,6 +153,13 @@ def main() -> None:
     ]
     Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")
+    from readme_blocks import replace_block
+
+    replace_block(ROOT / "README.md", "weights-table", "\n".join([
+        "| weights | trained on | ours, exact: IoU / Pd / Fa | ours, reference | paper, reference | epochs |",
+        "|---|---|---|---|---|---:|",
+        *compact,
+    ]))
 
 
 if __name__ == "__main__":

@@ -143,20 +143,6 @@ def compact(rows: list[Row], size: int) -> str:
     return "\n".join(lines)
 
 
-START, END = "<!-- models-table:start -->", "<!-- models-table:end -->"
-
-
-def update_readme(readme: Path, table: str) -> bool:
-    """Put ``table`` between the README's models-table markers; False if the markers are missing."""
-    text = readme.read_text()
-    if START not in text or END not in text:
-        return False
-    head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1]
-    readme.write_text(f"{head}{START}\n{table}\n{END}{tail}")
-    return True
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256, help="square input size (default 256)")
@@ -173,10 +159,9 @@ def main(argv: list[str] | None = None) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(page)
         print(f"written to {args.out}")
-        if update_readme(args.readme, compact(rows, args.size)):
-            print(f"table updated in {args.readme}")
-        else:
-            print(f"{args.readme}: no {START} ... {END} markers; README not updated")
+        from readme_blocks import replace_block
+
+        replace_block(args.readme, "models-table", compact(rows, args.size))
 
 
 if __name__ == "__main__":

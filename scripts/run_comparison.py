@@ -123,24 +123,16 @@ Command (`python scripts/run_comparison.py` runs it end to end):
     return 0
 
 
-START, END = "<!-- baselines-table:start -->", "<!-- baselines-table:end -->"
-
-
 def update_readme(readme: Path, table: str, n_test: int, args: argparse.Namespace, dnanet_note: str) -> None:
-    """Replace the text between the README's baselines-table markers with the new table."""
-    text = readme.read_text()
-    if START not in text or END not in text:
-        print(f"{readme}: no {START} ... {END} markers; README not updated")
-        return
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
+    """Replace the README's baselines-table block with the new table."""
+    from readme_blocks import replace_block
+
     body = (
-        f"\n{n_test} test images ({args.size}x{args.size}, `synthesize(num={args.num}, seed={args.seed})`), "
+        f"{n_test} test images ({args.size}x{args.size}, `synthesize(num={args.num}, seed={args.seed})`), "
         f"{os.cpu_count()}-core CPU shared with other work (seconds are upper bounds), `--jobs {args.jobs}`, "
-        f"`OMP_NUM_THREADS=1`. {dnanet_note}\n\n{table.rstrip()}\n"
+        f"`OMP_NUM_THREADS=1`. {dnanet_note}\n\n{table.rstrip()}"
     )
-    readme.write_text(head + START + body + END + tail)
-    print(f"updated the table in {readme}")
+    replace_block(readme, "baselines-table", body)
 
 
 if __name__ == "__main__":
