@@ -85,3 +85,12 @@ def test_bundled_weights_run_the_demo_and_find_the_sample_targets(tmp_path, caps
     # with few false alarms.
     assert r["pd"] >= 0.5, r
     assert r["fa"] < 1e-3, r
+
+
+@pytest.mark.skipif(not HAVE_WEIGHTS, reason="bundled weights not in this tree")
+def test_bundled_names_work_in_method_lists(tmp_path):
+    from sirst.cli.classical import parse_methods
+
+    assert parse_methods("tophat,dnanet:nudt") == ["tophat", "dnanet:nudt"]
+    with pytest.raises(FileNotFoundError, match="network weights not found"):
+        parse_methods(f"dnanet:{tmp_path / 'nudt'}")

@@ -189,7 +189,9 @@ def evaluate_network(weights: str | os.PathLike, samples: Sequence[Sample], devi
     from sirst.data.io import read_image
     from sirst.inference import Detector
 
-    path = Path(weights)
+    from sirst.weights import resolve_weights
+
+    path = resolve_weights(weights)  # a path, or a bundled name (nuaa, nudt)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: network weights not found")
     # No global torch.set_grad_enabled(False) here: callers go on training (sirst experiment);

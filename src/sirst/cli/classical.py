@@ -38,6 +38,7 @@ def run_eval_method(args: argparse.Namespace) -> int:
 def parse_methods(spec: str) -> list[str]:
     """``"tophat,ipi,dnanet:W.pt"`` -> names; ``all`` expands to every classical method."""
     from sirst.classical import get_method, list_methods
+    from sirst.weights import resolve_weights
 
     names: list[str] = []
     for part in (p.strip() for p in spec.split(",")):
@@ -49,7 +50,7 @@ def parse_methods(spec: str) -> list[str]:
             kind, weights = part.split(":", 1)
             if kind.lower() != "dnanet" or not weights:
                 raise ValueError(f"{part}: network entries are written dnanet:WEIGHTS")
-            if not Path(weights).is_file():
+            if not resolve_weights(weights).is_file():
                 raise FileNotFoundError(f"{weights}: network weights not found (from --methods entry {part!r})")
             names.append(f"dnanet:{weights}")
         else:

@@ -56,7 +56,9 @@ class NetworkMethod:
         from sirst.checkpoint import model_from_checkpoint
         from sirst.inference import Detector
 
-        path = Path(weights)
+        from sirst.weights import resolve_weights
+
+        path = resolve_weights(weights)  # a path, or a bundled name (nuaa, nudt)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: network weights not found")
         self.detector = Detector(model_from_checkpoint(path, device), device=device)
