@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sirst.cli.data",
     "sirst.cli.export",
     "sirst.cli.classical",
+    "sirst.cli.bench",
 )
 
 
