@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from sirst.bench import count_flops
 from sirst.models import create_model, list_models
 
 # The DNANet paper's comparison (params in M, "FLOPs" in G at 256x256, i.e. MACs). DNANet's are the
@@ -45,12 +45,8 @@ def measure(name: str, size: int) -> Row:
     """Parameters and eval-mode FLOPs of registered model ``name`` for one ``3 x size x size`` image."""
     with torch.device("meta"):
         model = create_model(name).eval()
-        x = torch.empty(1, 3, size, size)
     params = sum(p.numel() for p in model.parameters())
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
-    return Row(name, params, counter.get_total_flops(), int(model.size_divisor))
+    return Row(name, params, count_flops(name, size), int(model.size_divisor))
 
 
 def _fmt(value: float | None, digits: int) -> str:

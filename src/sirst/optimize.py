@@ -195,12 +195,14 @@ class OptimizedModel(nn.Module):
         return super().train(False)
 
 
-def _in_channels(model: nn.Module) -> int:
+def in_channels_of(model: Callable) -> int:
+    """Input channels of a model: its ``in_channels`` attribute or its first convolution's (else 3)."""
     if hasattr(model, "in_channels"):
         return int(model.in_channels)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
+    if isinstance(model, nn.Module):
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                return m.in_channels
     return 3
 
 
@@ -224,7 +226,7 @@ def optimize_for_inference(
     if overrides:
         options = InferenceOptions(**{**options.__dict__, **overrides})
     options.validate(device)
-    in_channels = _in_channels(model)
+    in_channels = in_channels_of(model)
     net = fold_batchnorm(model) if options.fold_bn else copy.deepcopy(model).eval()
     for p in net.parameters():
         p.requires_grad_(False)

@@ -121,7 +121,7 @@ def load_bench_model(cfg: BenchConfig) -> tuple[nn.Module, str]:
     from sirst.models import create_model
 
     if cfg.weights:
-        return model_from_checkpoint(cfg.weights, "cpu").eval(), cfg.weights
+        return model_from_checkpoint(cfg.weights, "cpu").float().eval(), cfg.weights
     if cfg.model == "dnanet":
         from sirst.weights import default_weights_path
 
@@ -140,7 +140,7 @@ def load_bench_model(cfg: BenchConfig) -> tuple[nn.Module, str]:
     heads = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 1 and m.bias is not None]
     if heads:
         with torch.no_grad():
-            out = model(network_batch(synthetic_images(2, cfg.size, cfg.seed + 7), _in_ch(model)))
+            out = model(network_batch(synthetic_images(2, cfg.size, cfg.seed), _in_ch(model)))
             out = out[-1] if isinstance(out, (list, tuple)) else out
             heads[-1].bias -= torch.quantile(out.flatten().float(), 0.997)
     return model, f"random init (seed {cfg.seed}, output bias shifted to 0.3 % positives); pass --weights"
@@ -188,9 +188,9 @@ def build_variant(
 
 
 def _in_ch(model: nn.Module) -> int:
-    from sirst.optimize import _in_channels
+    from sirst.optimize import in_channels_of
 
-    return _in_channels(model)
+    return in_channels_of(model)
 
 
 def _pct(gflops: float, peak: Peak) -> float | None:
@@ -248,6 +248,7 @@ def bench_inference(cfg: BenchConfig, model: nn.Module, device: torch.device, fl
                     "gflops": gflops, "pct_peak": _pct(gflops, peaks[precision]),
                     "seconds": times[name], "first_call_s": first_call[name], "setup_s": setup.get(name, 0.0),
                     "detections": check.describe(), "identical_detections": check.identical,
+                    "same_targets": check.same_targets,
                     "max_abs_logit_diff": check.max_abs_logit_diff, "pixels_differing": check.pixels_differing,
                     "targets": check.targets,
                 })
@@ -347,9 +348,17 @@ def bench_metrics(cfg: BenchConfig) -> list[dict[str, Any]]:
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run the benchmarks of ``cfg``; returns everything as a JSON-ready dict."""
     cfg.validate()
-    device = torch.device(cfg.device)
+    previous_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _run_bench(cfg)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    device = torch.device(cfg.device)
     threads = torch.get_num_threads()
     model, weights = load_bench_model(cfg)
     in_ch = _in_ch(model)
