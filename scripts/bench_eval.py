@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from skimage import measure
 
+from sirst.bench import public_style_pd_fa
 from sirst.cli import main as sirst_main
 from sirst.metrics import SirstMetrics
 
@@ -51,26 +51,6 @@ def make_data(folder: Path, n: int, seed: int = 0) -> tuple[list[np.ndarray], li
     return scores, masks
 
 
-def public_style(scores: list[np.ndarray], masks: list[np.ndarray], threshold: float) -> tuple[float, float]:
-    """The public code's per-image loop (label + regionprops + Python matching), on loaded maps."""
-    hits = targets = fa = 0
-    for s, m in zip(scores, masks):
-        coord_image = measure.regionprops(measure.label(s > threshold, connectivity=2))
-        coord_label = measure.regionprops(measure.label(m, connectivity=2))
-        targets += len(coord_label)
-        total = [r.area for r in coord_image]
-        matched = []
-        for g in coord_label:
-            for k in range(len(coord_image)):
-                if np.linalg.norm(np.array(coord_image[k].centroid) - np.array(g.centroid)) < 3:
-                    matched.append(coord_image[k].area)
-                    hits += 1
-                    del coord_image[k]
-                    break
-        fa += sum(a for a in total if a not in matched)
-    return hits / targets, fa / (256 * 256 * len(scores))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1000)
@@ -100,7 +80,7 @@ def main() -> None:
         timings["SirstMetrics (reference, in memory)"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        pd, fa = public_style(scores, masks, 0.5)
+        pd, fa = public_style_pd_fa(scores, masks, 0.5)
         timings["public-code style loop (Pd/Fa only, in memory)"] = time.perf_counter() - t0
         assert abs(pd - r["pd"]) < 1e-12 and abs(fa - r["fa"]) < 1e-15, (pd, fa, r["pd"], r["fa"])
 

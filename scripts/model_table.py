@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from sirst.bench import count_flops
 from sirst.models import create_model, list_models
 
 # Parameter counts stated by the DNANet paper (in M). Only numbers we could check are listed: the
@@ -51,13 +51,9 @@ def measure(name: str, size: int) -> Row:
     """Parameters and eval-mode FLOPs of registered model ``name`` for one ``3 x size x size`` image."""
     with torch.device("meta"):
         model = create_model(name).eval()
-        x = torch.empty(1, 3, size, size)
     params = sum(p.numel() for p in model.parameters())
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
     widths = tuple(int(w) for w in model.widths) if hasattr(model, "widths") else None
-    return Row(name, params, counter.get_total_flops(), int(model.size_divisor), widths)
+    return Row(name, params, count_flops(name, size), int(model.size_divisor), widths)
 
 
 def render(rows: list[Row], size: int) -> str:

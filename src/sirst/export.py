@@ -48,14 +48,17 @@ def export_onnx(
 class OnnxRunner:
     """Callable ``(N, C, H, W)`` tensor -> logits tensor, backed by an ONNX Runtime session."""
 
-    def __init__(self, path: str | os.PathLike, providers: list[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: ONNX file not found")
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+            self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise ValueError(f"{path}: cannot load ONNX model ({exc})") from exc
         meta = self.session.get_modelmeta().custom_metadata_map

@@ -21,21 +21,11 @@ import torch.nn as nn
 from scipy.special import expit
 
 from sirst.data.io import IMAGE_EXTENSIONS, read_image, to_network_input, write_png
+from sirst.optimize import in_channels_of, optimize_for_inference
 from sirst.targets import Target, extract_targets
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv")
 CSV_COLUMNS = ("image", "target", "x", "y", "area", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "peak_score")
-
-
-def _in_channels(model: Callable) -> int:
-    """Input channels of a model: its ``in_channels`` attribute or its first convolution's."""
-    if hasattr(model, "in_channels"):
-        return int(model.in_channels)
-    if isinstance(model, nn.Module):
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                return m.in_channels
-    return 3
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -59,6 +49,11 @@ class Detector:
             tiles (bounded memory) and the logits averaged over overlaps; ``0`` disables tiling.
         overlap: overlap of neighbouring tiles in pixels.
         batch_size: images (or tiles) per forward pass.
+        optimize: run an ``nn.Module`` through :func:`sirst.optimize.optimize_for_inference`
+            (a BN-folded, channels_last, inference-mode copy; logits equal to ~1e-5). Other
+            callables are used as they are.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` autocast (with ``optimize``).
+        compile: ``torch.compile`` the network (with ``optimize``; slow first call per input size).
     """
 
     def __init__(
@@ -69,15 +64,21 @@ class Detector:
         tile: int = 512,
         overlap: int = 64,
         batch_size: int = 8,
+        optimize: bool = True,
+        precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold is a probability in (0, 1), got {threshold}")
         self.device = torch.device(device)
-        if isinstance(model, nn.Module):
-            model = model.to(self.device).eval()
-        self.model = model
         self.divisor = int(getattr(model, "size_divisor", 1))
-        self.in_channels = _in_channels(model)
+        self.in_channels = in_channels_of(model)
+        if isinstance(model, nn.Module):
+            if optimize:
+                model = optimize_for_inference(model, self.device, precision=precision, compile=compile)
+            else:
+                model = model.to(self.device).eval()
+        self.model = model
         self.threshold = threshold
         self.tile = tile - tile % self.divisor if tile else 0
         if tile and (self.tile <= 0 or overlap >= self.tile):

@@ -63,6 +63,9 @@ class ResCBAMBlock(nn.Module):
     Input ``(N, in_ch, H, W)``; output ``(N, out_ch, H, W)``.
     """
 
+    # Convolutions whose output goes straight into a BatchNorm (foldable, see sirst.optimize).
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
+
     def __init__(self, in_ch: int, out_ch: int, attention: str = "csam") -> None:
         super().__init__()
         if attention not in ATTENTION_MODES:
@@ -97,6 +100,8 @@ class VGGBlock(nn.Module):
 
     Input ``(N, in_ch, H, W)``; output ``(N, out_ch, H, W)``.
     """
+
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def __init__(self, in_ch: int, out_ch: int, attention: str = "none") -> None:
         super().__init__()

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sirst.cli.classical",
     "sirst.cli.visualize",
     "sirst.cli.experiment",
+    "sirst.cli.bench",
 )
 
 

@@ -45,6 +45,7 @@ class TrainConfig:
     resume: bool = False
     amp: bool = False
     channels_last: bool = False
+    compile: bool = False  # torch.compile the training forward/backward (one-off compile time)
     device: str = "cpu"
     eval_every: int = 1
     workers: int = 0

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a ``DistributedDataParallel`` (or similar ``.module``) wrapper."""
+    """The model inside a ``torch.compile`` and/or ``DistributedDataParallel`` wrapper."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 

@@ -363,6 +363,9 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    if cfg.compile:
+        # Compiles the forward and backward; checkpoints and evaluation keep using ``model`` itself.
+        train_model = torch.compile(train_model)
     sampler = DistributedSampler(
         train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=False
     )
