@@ -126,7 +126,7 @@ def load_bench_model(cfg: BenchConfig) -> tuple[nn.Module, str]:
         from sirst.weights import default_weights_path
 
         if default_weights_path().is_file():
-            return model_from_checkpoint(default_weights_path(), "cpu").float().eval(), "bundled default weights"
+            return model_from_checkpoint(default_weights_path(), "cpu").float().eval(), "bundled default weights (nuaa)"
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model).eval()
     # Random init leaves BN at identity; give it non-trivial statistics so folding is exercised.
