@@ -36,6 +36,7 @@ from sirst.bench import (
     synthetic_images,
     time_interleaved,
 )
+from sirst.weights import resolve_weights
 
 INFERENCE_VARIANTS: tuple[str, ...] = ("eager", "fold", "fold_cl", "bf16", "fp16", "onnxruntime", "compile",
                                        "compile_bf16", "cuda_graphs_fp16", "cuda_graphs_bf16")
@@ -77,7 +78,7 @@ class BenchConfig:
             raise ValueError(f"--device must be cpu or cuda[:i], got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {self.device}: CUDA is not available in this PyTorch build/machine")
-        if self.weights is not None and not Path(self.weights).is_file():
+        if self.weights is not None and not resolve_weights(self.weights).is_file():
             raise FileNotFoundError(f"{self.weights}: checkpoint not found")
         unknown = sorted(set(self.variants or ()) - set(INFERENCE_VARIANTS))
         if unknown:
