@@ -130,7 +130,7 @@ def main() -> None:
         "",
         "Pd-Fa curves of `nuaa` and the eight classical baselines on the first 100 images of the NUAA-SIRST test split",
         "(thresholds 0.05-0.95 on the probability / normalised response; table and timings in",
-        "[docs/baselines.md](docs/baselines.md)), made with",
+        "[docs/baselines_real.md](docs/baselines_real.md)), made with",
         "`sirst compare --data NUAA-SIRST --max-images 100 --methods all,dnanet:nuaa --jobs 2 --out results/nuaa` and",
         "`python scripts/roc_figure.py results/nuaa`.",
         "",
