@@ -9,7 +9,7 @@ from pathlib import Path
 def build_detector(args: argparse.Namespace):
     """The Detector for the CLI options (bundled weights, a checkpoint, or an ONNX file)."""
     from sirst.inference import Detector
-    from sirst.weights import BUNDLED, DEFAULT_WEIGHTS
+    from sirst.weights import resolve_weights
 
     if args.backend == "onnxruntime":
         from sirst.export import OnnxRunner
@@ -17,14 +17,10 @@ def build_detector(args: argparse.Namespace):
         if not args.weights or not str(args.weights).endswith(".onnx"):
             raise ValueError("--backend onnxruntime needs --weights FILE.onnx (make one with `sirst export`)")
         model = OnnxRunner(args.weights)
-    elif args.weights and str(args.weights) not in BUNDLED:
+    else:
         from sirst.checkpoint import model_from_checkpoint
 
-        model = model_from_checkpoint(args.weights, args.device)
-    else:
-        from sirst.weights import load_default_model
-
-        model = load_default_model(args.device, name=args.weights or DEFAULT_WEIGHTS)
+        model = model_from_checkpoint(resolve_weights(args.weights), args.device)  # a path or a bundled name
     return Detector(model, device=args.device if args.backend == "torch" else "cpu", threshold=args.threshold,
                     tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, precision=args.precision,
                     compile=args.compile)

@@ -239,16 +239,18 @@ def evaluate_network(args: argparse.Namespace) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from sirst.weights import DEFAULT_WEIGHTS
+
     if args.data is not None:
         if args.pred is not None or args.masks is not None:
             raise ValueError("give either --data (evaluate a network) or --pred and --masks (saved maps), not both")
         result = evaluate_network(args)
         print(f"protocol: {args.protocol}, data: {args.data} ({args.subset} split), "
-              f"weights: {args.weights or 'bundled nuaa'}")
+              f"weights: {args.weights or f'bundled {DEFAULT_WEIGHTS}'}")
         print(format_table(result))
         if args.json:
             doc = {"protocol": args.protocol, "data": str(args.data), "split": args.split, "subset": args.subset,
-                   "weights": str(args.weights or "bundled nuaa"), **{k: _json_safe(float(v)) for k, v in result.items()}}
+                   "weights": str(args.weights or f"bundled {DEFAULT_WEIGHTS}"), **{k: _json_safe(float(v)) for k, v in result.items()}}
             Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
         return 0
     if args.pred is None or args.masks is None:

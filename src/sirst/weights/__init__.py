@@ -36,19 +36,20 @@ def default_weights_path(name: str = DEFAULT_WEIGHTS) -> Path:
 
 def resolve_weights(spec: str | os.PathLike | None) -> Path:
     """The checkpoint file for ``spec``: ``None`` = the default bundled weights, a bundled name
-    (``"nuaa"``, ``"nudt"``) = that file, anything else = a path (an existing file of that name wins)."""
-    if spec is None:
-        return default_weights_path()
-    if str(spec) in BUNDLED and not Path(spec).exists():
-        return default_weights_path(str(spec))
-    return Path(spec)
+    (``"nuaa"``, ``"nudt"``) = that file, anything else = a path (an existing file of that name wins).
+
+    Raises ``FileNotFoundError`` when bundled weights are asked for but missing from the installation.
+    """
+    if spec is not None and (str(spec) not in BUNDLED or Path(spec).exists()):
+        return Path(spec)
+    path = default_weights_path(DEFAULT_WEIGHTS if spec is None else str(spec))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: bundled weights are missing from this installation; pass --weights")
+    return path
 
 
 def load_default_model(device: str | torch.device = "cpu", name: str = DEFAULT_WEIGHTS) -> nn.Module:
     """The bundled DNANet ``name`` in eval mode on ``device``; a clear error if the file is missing."""
     from sirst.checkpoint import model_from_checkpoint
 
-    path = default_weights_path(name)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: bundled weights are missing from this installation; pass --weights")
-    return model_from_checkpoint(path, device)
+    return model_from_checkpoint(resolve_weights(name), device)
