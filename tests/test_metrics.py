@@ -421,3 +421,39 @@ def test_reset_and_merge_errors() -> None:
     other = SirstMetrics(roc_thresholds=[0.5])
     with pytest.raises(ValueError, match="merge_state"):
         met.merge_state(other.state())
+
+
+def test_single_nan_pixel_is_reported_for_every_dtype_path() -> None:
+    """The NaN check rides on the row maxima (torch for float32/64, numpy for float16)."""
+    for dtype in (np.float32, np.float64, np.float16):
+        scores = np.zeros((3, 256, 256), dtype=dtype)
+        scores[2, 200, 17] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            SirstMetrics(0.5, "reference").update(scores, np.zeros((3, 256, 256), dtype=bool))
+
+
+@pytest.mark.parametrize("protocol", ["exact", "reference"])
+def test_kd_tree_candidates_equal_brute_force(protocol: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above _MAX_BRUTE_PAIRS same-slice pairs the candidates come from a k-d tree: same results."""
+    import sirst.metrics as metrics
+
+    preds, labels, scores = _clustered_scene(3)
+    thresholds = [0.1, 0.5, 0.8]
+    brute = ROCMetric(thresholds, protocol)
+    brute.update(scores, labels)
+    monkeypatch.setattr(metrics, "_MAX_BRUTE_PAIRS", 0)
+    tree = ROCMetric(thresholds, protocol)
+    tree.update(scores, labels)
+    np.testing.assert_equal(tree.compute(), brute.compute())  # NaN == NaN here
+    assert max(brute.compute()["pd"]) > 0.5  # the scenes do match targets
+
+
+def test_scores_in_every_float_dtype_give_the_same_counts() -> None:
+    preds, labels, scores = _clustered_scene(4)
+    results = []
+    for dtype in (np.float16, np.float32, np.float64):
+        m = SirstMetrics(0.5, "exact")
+        m.update([s.astype(dtype) for s in scores], labels)
+        results.append(m.compute())
+    np.testing.assert_equal(results[0], results[1])  # NaN == NaN here
+    np.testing.assert_equal(results[2], results[1])

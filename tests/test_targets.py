@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from skimage import measure
 
-from sirst.targets import Target, component_stats, extract_targets, label_components, stack_components
+from sirst.targets import (
+    Target,
+    component_stats,
+    components_from_rows,
+    extract_targets,
+    label_components,
+    row_any,
+    stack_components,
+)
 
 
 def test_diagonal_pixels_are_one_target() -> None:
@@ -95,3 +103,78 @@ def test_stack_components_equals_full_labelling() -> None:
         np.testing.assert_allclose(fast.centroid, full.centroid)
         np.testing.assert_array_equal(fast.slice_index, full.slice_index)
     assert len(stack_components(np.zeros((3, 4, 4), dtype=bool))) == 0
+
+
+def _assert_same_stats(fast, full) -> None:
+    np.testing.assert_array_equal(fast.area, full.area)
+    np.testing.assert_array_equal(fast.centroid, full.centroid)  # exact: integer sums / area
+    np.testing.assert_array_equal(fast.slice_index, full.slice_index)
+
+
+def _vertical_serpentine(h: int, lines: int) -> np.ndarray:
+    """One long winding component (vertical lines joined alternately at the bottom and the top)
+    with few runs per row: its run graph needs many label-propagation rounds."""
+    b = np.zeros((h, 2 * lines - 1), dtype=bool)
+    b[:, 0::2] = True
+    for k in range(lines - 1):
+        b[h - 1 if k % 2 == 0 else 0, 2 * k + 1] = True
+    return b
+
+
+@pytest.mark.parametrize(
+    "case", ["sparse", "medium", "dense_noise", "full", "serpentine", "shuffled_rows", "blocks", "width_1"]
+)
+def test_components_from_rows_equals_full_labelling(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every path of components_from_rows (run propagation, scipy fallback for long run chains,
+    pixel labelling for noisy rows) gives exactly the components of a full ndimage labelling."""
+    import sirst.targets as targets
+
+    used: list[str] = []
+    for name in ("_pixel_components", "connected_components"):
+        original = getattr(targets, name)
+        monkeypatch.setattr(targets, name, lambda *a, _f=original, _n=name, **k: used.append(_n) or _f(*a, **k))
+    rng = np.random.default_rng(7)
+    stack = {
+        "sparse": rng.random((6, 40, 33)) < 0.02,
+        "medium": rng.random((6, 40, 33)) < 0.08,
+        "dense_noise": rng.random((3, 64, 64)) < 0.5,  # > 4 runs per row: pixel labelling
+        "full": np.ones((3, 8, 10), dtype=bool),
+        "serpentine": np.stack([_vertical_serpentine(50, 4)] * 2),  # > 12 propagation rounds: scipy
+        "shuffled_rows": rng.random((4, 20, 17)) < 0.3,
+        "blocks": rng.random((4, 20, 17)) < 0.3,
+        "width_1": rng.random((3, 30, 1)) < 0.6,
+    }[case]
+    s, h, w = stack.shape
+    labels, n = label_components(stack)
+    full = component_stats(labels, n)
+    ids = np.flatnonzero(stack.reshape(s * h, w).any(axis=1))
+    rows = stack.reshape(s * h, w)[ids]
+    if case == "shuffled_rows":
+        perm = rng.permutation(ids.size)
+        ids, rows = ids[perm], rows[perm]
+    if case == "blocks":
+        cut = ids.size // 3
+        rows = [rows[:cut], rows[cut:]]
+    fast = components_from_rows(ids, rows, h)
+    expected_path = {"dense_noise": ["_pixel_components"], "serpentine": ["connected_components"]}.get(case, [])
+    assert used == expected_path
+    assert len(fast) == n > 0
+    _assert_same_stats(fast, full)
+    _assert_same_stats(stack_components(stack), full)
+
+
+def test_components_from_rows_errors() -> None:
+    assert len(components_from_rows(np.zeros(0, dtype=np.int64), np.zeros((0, 5), dtype=bool), 4)) == 0
+    assert len(components_from_rows(np.array([0, 1]), np.zeros((2, 5), dtype=bool), 4)) == 0
+    with pytest.raises(ValueError, match="2 row ids but 1 rows"):
+        components_from_rows(np.array([0, 1]), np.ones((1, 5), dtype=bool), 4)
+    with pytest.raises(ValueError, match="distinct"):
+        components_from_rows(np.array([3, 1, 3]), np.ones((3, 5), dtype=bool), 4)
+
+
+@pytest.mark.parametrize("w", [256, 30, 3])
+def test_row_any_matches_numpy(w: int) -> None:
+    """row_any's torch path (int32 view, w % 4 == 0) and its byte path agree with numpy's any."""
+    rng = np.random.default_rng(w)
+    b = rng.random((70, 40, w)) < 0.001
+    np.testing.assert_array_equal(row_any(b), b.reshape(-1, w).any(axis=1))

@@ -57,13 +57,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
-from sirst.targets import ComponentStats, component_stats, label_components, stack_components
+from sirst.targets import (
+    ComponentStats,
+    component_stats,
+    components_from_rows,
+    label_components,
+    row_any,
+)
 
 __all__ = [
     "MATCH_DISTANCE",
@@ -177,12 +184,69 @@ def _reference_resize(score: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, 
     return score, mask
 
 
+def _row_max(scores: np.ndarray) -> np.ndarray:
+    """``(N * H,)`` maximum of every image row of ``(N, H, W)`` scores (NaN where a row holds NaN)."""
+    import torch  # numpy's reduction along the last axis is ~4x slower than torch's
+
+    rows = np.ascontiguousarray(scores.reshape(-1, scores.shape[-1]))
+    if rows.size == 0 or rows.dtype == np.float16:
+        return rows.max(axis=1) if rows.size else np.zeros(rows.shape[0], rows.dtype)
+    return torch.from_numpy(rows).amax(dim=1).numpy()
+
+
 @dataclass(frozen=True)
 class ImageGroup:
-    """Images of one size: scores ``(N, H, W)`` float, masks ``(N, H, W)`` bool."""
+    """Images of one size: scores ``(N, H, W)`` float, masks ``(N, H, W)`` bool.
+
+    ``row_max`` and ``mask_rows`` (computed once, shared by the metrics that use them) say which
+    image rows can hold a prediction above a threshold and which hold ground truth: the metrics
+    then only look at those rows, which for small targets are a few percent of the image.
+    """
 
     scores: np.ndarray
     masks: np.ndarray
+
+    @cached_property
+    def row_max(self) -> np.ndarray:
+        """``(N * H,)`` maximum score of each image row (row ``i * H + r`` is row ``r`` of image ``i``)."""
+        return _row_max(self.scores)
+
+    @cached_property
+    def mask_rows(self) -> np.ndarray:
+        """``(N * H,)`` bool: which image rows hold ground-truth pixels."""
+        return row_any(self.masks)
+
+    def rows_above(self, threshold: np.floating) -> np.ndarray:
+        """Row indices (sorted) holding a score ``> threshold`` (in the scores' dtype)."""
+        return np.flatnonzero(self.row_max > threshold)
+
+    def prediction_rows(self, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, binary)``: the sorted ``(K,)`` row indices holding a score above ``threshold``
+        (compared in the scores' dtype) and their ``(K, W)`` bool content. Cached per threshold, so
+        the pixel and the target metrics of one batch share it."""
+        cache = self.__dict__.setdefault("_prediction_rows", {})
+        t = self.scores.dtype.type(threshold)
+        if t not in cache:
+            rows = self.rows_above(t)
+            w = self.scores.shape[-1]
+            cache[t] = (rows, np.take(self.scores.reshape(-1, w), rows, axis=0) > t)
+        return cache[t]
+
+    @cached_property
+    def target_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, binary)``: the sorted ``(K,)`` row indices holding ground truth and their
+        ``(K, W)`` bool content."""
+        rows = np.flatnonzero(self.mask_rows)
+        return rows, np.take(self.masks.reshape(-1, self.masks.shape[-1]), rows, axis=0)
+
+    def select(self, start: int, stop: int) -> ImageGroup:
+        """Images ``start:stop`` as a group (the row statistics are sliced, not recomputed)."""
+        h = self.masks.shape[1]
+        out = ImageGroup(self.scores[start:stop], self.masks[start:stop])
+        for name in ("row_max", "mask_rows"):
+            if name in self.__dict__:
+                out.__dict__[name] = self.__dict__[name][start * h : stop * h]
+        return out
 
 
 def prepare_batch(scores: Any, masks: Any, protocol: Protocol = "exact") -> list[ImageGroup]:
@@ -203,7 +267,10 @@ def prepare_batch(scores: Any, masks: Any, protocol: Protocol = "exact") -> list
     m = _as_maps(masks, "masks")
     if len(s) != len(m):
         raise ValueError(f"got {len(s)} score maps but {len(m)} masks")
-    if isinstance(s, np.ndarray) and isinstance(m, np.ndarray) and protocol == "exact":
+    if isinstance(s, np.ndarray) and isinstance(m, np.ndarray) and (
+        protocol == "exact" or s.shape[1:] == (REFERENCE_SIZE, REFERENCE_SIZE)
+    ):
+        # One stack of equally sized maps (already 256x256 for the reference protocol): no copy.
         if s.shape != m.shape:
             raise ValueError(f"scores shape {s.shape} does not match masks shape {m.shape}")
         groups_in = [(s, m)] if len(s) else []
@@ -223,10 +290,12 @@ def prepare_batch(scores: Any, masks: Any, protocol: Protocol = "exact") -> list
         if sg.dtype.kind not in "fiub":
             raise ValueError(f"scores must be numeric, got dtype {sg.dtype}")
         sg = sg.astype(np.float32, copy=False) if sg.dtype.kind != "f" else sg
-        if np.isnan(sg).any():
-            raise ValueError("scores contain NaN")
         mg = mg if mg.dtype == bool else mg > 0.5
-        groups.append(ImageGroup(scores=sg, masks=mg))
+        group = ImageGroup(scores=sg, masks=mg)
+        # The row maxima are needed by the metrics anyway and are NaN exactly where a row holds NaN.
+        if np.isnan(group.row_max).any():
+            raise ValueError("scores contain NaN")
+        groups.append(group)
     return groups
 
 
@@ -300,11 +369,19 @@ class SegmentationMetric:
     def _update_groups(self, groups: Sequence[ImageGroup]) -> None:
         st = self._state
         for g in groups:
-            # Compare in the scores' dtype, as PdFaMetric and ROCMetric do, so the three agree.
-            pred = g.scores > np.asarray(self.threshold, dtype=g.scores.dtype)
-            inter = np.count_nonzero(pred & g.masks, axis=(1, 2))
-            npred = np.count_nonzero(pred, axis=(1, 2))
-            ngt = np.count_nonzero(g.masks, axis=(1, 2))
+            n, h, _ = g.masks.shape
+            # Only rows holding a prediction or a target pixel can add to the counts. (Compared in
+            # the scores' dtype, as PdFaMetric and ROCMetric do, so the three agree.)
+            p_rows, pred = g.prediction_rows(self.threshold)
+            g_rows, gt = g.target_rows
+            _, pi, gi = np.intersect1d(p_rows, g_rows, assume_unique=True, return_indices=True)
+
+            def per_image(rows: np.ndarray, row_counts: np.ndarray) -> np.ndarray:
+                return np.bincount(rows // h, weights=row_counts, minlength=n).astype(np.int64)
+
+            inter = per_image(p_rows[pi], np.count_nonzero(pred[pi] & gt[gi], axis=1))
+            npred = per_image(p_rows, np.count_nonzero(pred, axis=1))
+            ngt = per_image(g_rows, np.count_nonzero(gt, axis=1))
             union = npred + ngt - inter
             st["intersection"] += int(inter.sum())
             st["union"] += int(union.sum())
@@ -451,6 +528,50 @@ def match_image(pred: Any, mask: Any, protocol: Protocol = "exact") -> ImageMatc
     return ImageMatch(gt, pr, gt_labels, pred_labels, pairs, inter, union)
 
 
+# Above this many same-slice (ground truth, prediction) pairs, candidates come from a k-d tree.
+_MAX_BRUTE_PAIRS = 1 << 22
+
+
+def _candidate_pairs(
+    a: np.ndarray, a_slice: np.ndarray, b: np.ndarray, b_slice: np.ndarray, h: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)`` with ``a_slice[i] == b_slice[j]`` and centroid distance < MATCH_DISTANCE.
+
+    Args:
+        a, b: ``(A, 2)``, ``(B, 2)`` centroids; ``a_slice``/``b_slice`` their slices, each sorted
+            ascending (components come slice by slice).
+        h: slice height (offsets slices apart in the k-d tree fallback).
+
+    Returns:
+        ``(i, j, distance)``, each ``(K,)``.
+    """
+    lo = np.searchsorted(b_slice, a_slice, side="left")
+    hi = np.searchsorted(b_slice, a_slice, side="right")
+    counts = hi - lo
+    total = int(counts.sum())
+    if total <= _MAX_BRUTE_PAIRS:
+        # Few targets per image: every same-slice pair, exactly.
+        i = np.repeat(np.arange(a.shape[0]), counts)
+        start = np.cumsum(counts) - counts
+        j = lo[i] + (np.arange(total) - start[i])
+    else:
+        # Many components (e.g. a noisy map at a low threshold): a k-d tree on centroids offset
+        # per slice so that slices never meet, with a slightly larger radius.
+        pitch = float(h + 4 * MATCH_DISTANCE)
+        a_off = a.copy()
+        a_off[:, 0] += a_slice * pitch
+        b_off = b.copy()
+        b_off[:, 0] += b_slice * pitch
+        sdm = cKDTree(a_off).sparse_distance_matrix(cKDTree(b_off), MATCH_DISTANCE + 1e-6, output_type="ndarray")
+        i = sdm["i"].astype(np.int64)
+        j = sdm["j"].astype(np.int64)
+        same = a_slice[i] == b_slice[j]
+        i, j = i[same], j[same]
+    d = np.sqrt(((a[i] - b[j]) ** 2).sum(-1))
+    ok = d < MATCH_DISTANCE
+    return i[ok], j[ok], d[ok]
+
+
 def _resolve(gi: np.ndarray, pj: np.ndarray, dist: np.ndarray, group: np.ndarray, protocol: Protocol) -> np.ndarray:
     """Turn candidate pairs into matches; pairs of different ``group`` (image slices) never conflict.
 
@@ -464,10 +585,8 @@ def _resolve(gi: np.ndarray, pj: np.ndarray, dist: np.ndarray, group: np.ndarray
     """
     if gi.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    _, g_inv, g_cnt = np.unique(gi, return_inverse=True, return_counts=True)
-    _, p_inv, p_cnt = np.unique(pj, return_inverse=True, return_counts=True)
     # A pair whose ground truth and prediction appear in no other pair is matched by any rule.
-    simple = (g_cnt[g_inv] == 1) & (p_cnt[p_inv] == 1)
+    simple = (np.bincount(gi)[gi] == 1) & (np.bincount(pj)[pj] == 1)
     out = [np.stack([gi[simple], pj[simple]], axis=1)]
     rest = ~simple
     if rest.any():
@@ -545,46 +664,45 @@ class _PdFaCounts:
             n, h, w = g.masks.shape
             step = max(1, _MAX_VOLUME // max(1, self.thresholds.size * h * w))
             for i in range(0, n, step):
-                self._update_stack(g.scores[i : i + step], g.masks[i : i + step])
+                self._update_stack(g if step >= n else g.select(i, i + step))
 
-    def _update_stack(self, scores: np.ndarray, masks: np.ndarray) -> None:
+    def _update_stack(self, group: ImageGroup) -> None:
         st = self._state
         th = self.thresholds
         t = th.size
+        scores, masks = group.scores, group.masks
         n, h, w = masks.shape
         k = len(SIZE_CLASSES)
 
-        gt = stack_components(masks)
+        # The T binary maps of every image form slices s = image * T + threshold index; the ground
+        # truth of image i is slice N * T + i. All are labelled in one call (8-neighbours within a
+        # slice only). Only the rows whose maximum exceeds a threshold are thresholded and labelled;
+        # the full (N, T, H, W) volume is never built.
+        ids, blocks = [], []
+        for ti, thr in enumerate(th):
+            rows, binary = group.prediction_rows(float(thr))
+            ids.append(((rows // h) * t + ti) * h + rows % h)
+            blocks.append(binary)
+        gt_rows, gt_binary = group.target_rows
+        ids.append(gt_rows + n * t * h)
+        blocks.append(gt_binary)
+        both = components_from_rows(np.concatenate(ids), blocks, h)
+        n_pr = int(np.searchsorted(both.slice_index, n * t))
+        pr = ComponentStats(both.area[:n_pr], both.centroid[:n_pr], both.slice_index[:n_pr])
+        gt = ComponentStats(both.area[n_pr:], both.centroid[n_pr:], both.slice_index[n_pr:] - n * t)
         n_gt = len(gt)
         gt_size = size_class(gt.area)
-
-        # (N, T, H, W) -> (N*T, H, W): slice s = image * T + threshold index; the T binary maps of
-        # all images are labelled together (8-neighbours within a slice only).
-        volume = (scores[:, None, :, :] > th[None, :, None, None].astype(scores.dtype)).reshape(n * t, h, w)
-        pr = stack_components(volume)
-        n_pr = len(pr)
         pr_t = pr.slice_index % t
 
-        # Candidate pairs (ground truth x threshold, prediction) within MATCH_DISTANCE, found with a
-        # k-d tree on centroids whose rows are offset per slice so that slices never meet.
+        # Candidate pairs (ground truth x threshold, prediction) within MATCH_DISTANCE in the same slice.
         gi_rep = np.repeat(np.arange(n_gt), t)  # ground-truth target of each replica
         t_rep = np.tile(np.arange(t), n_gt)  # threshold index of each replica
         slice_rep = gt.slice_index[gi_rep] * t + t_rep
-        pitch = float(h + 4 * MATCH_DISTANCE)
         pairs_g = np.zeros(0, dtype=np.int64)
         pairs_p = np.zeros(0, dtype=np.int64)
         if n_gt and n_pr:
-            a = gt.centroid[gi_rep].copy()
-            a[:, 0] += slice_rep * pitch
-            b = pr.centroid.copy()
-            b[:, 0] += pr.slice_index * pitch
-            # Slightly larger radius, then the exact test on the un-offset centroids.
-            sdm = cKDTree(a).sparse_distance_matrix(cKDTree(b), MATCH_DISTANCE + 1e-6, output_type="ndarray")
-            ri = sdm["i"].astype(np.int64)
-            pj = sdm["j"].astype(np.int64)
-            d = np.sqrt(((gt.centroid[gi_rep[ri]] - pr.centroid[pj]) ** 2).sum(-1))
-            ok = (d < MATCH_DISTANCE) & (slice_rep[ri] == pr.slice_index[pj])
-            matches = _resolve(ri[ok], pj[ok], d[ok], slice_rep[ri[ok]], self.protocol)
+            ri, pj, d = _candidate_pairs(gt.centroid[gi_rep], slice_rep, pr.centroid, pr.slice_index, h)
+            matches = _resolve(ri, pj, d, slice_rep[ri], self.protocol)
             pairs_g, pairs_p = matches[:, 0], matches[:, 1]
 
         m_t = t_rep[pairs_g]
@@ -600,7 +718,9 @@ class _PdFaCounts:
         if self.protocol == "reference":
             # Area-value quirk: drop every component whose area equals a matched area in its slice.
             key = pr.slice_index * (h * w + 1) + pr.area
-            dropped = np.isin(key, key[pairs_p])
+            matched_keys = np.unique(key[pairs_p])
+            at = np.minimum(np.searchsorted(matched_keys, key), max(matched_keys.size - 1, 0))
+            dropped = (matched_keys[at] == key) if matched_keys.size else np.zeros(key.size, dtype=bool)
             fa_pixels = np.bincount(pr_t[~dropped], weights=pr.area[~dropped], minlength=t)
             fa_targets = np.bincount(pr_t[~dropped], minlength=t)
             fa_pixels_tc = np.bincount(pr_tc[~dropped], weights=pr.area[~dropped], minlength=t * k)
