@@ -9,8 +9,20 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 ATTENTION_MODES = ("csam", "none", "sum", "channel_only", "spatial_only")
+
+
+def global_max(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` -> ``(N, C)`` maximum over the spatial positions.
+
+    ``amax`` over (H, W) of a channels_last tensor with few channels is pathologically slow on CPU
+    (2.3 ms for 16 x 256 x 256 against 0.3 ms for the mean); adaptive max pooling is not.
+    """
+    if x.shape[1] < 32 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return F.adaptive_max_pool2d(x, 1).flatten(1)
+    return x.amax(dim=(2, 3))
 
 
 class ChannelAttention(nn.Module):
@@ -31,9 +43,13 @@ class ChannelAttention(nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        avg = self.fc2(self.relu1(self.fc1(x.mean(dim=(2, 3), keepdim=True))))
-        mx = self.fc2(self.relu1(self.fc1(x.amax(dim=(2, 3), keepdim=True))))
-        return torch.sigmoid(avg + mx)
+        n, c = x.shape[:2]
+        # The shared MLP runs once on the stacked [avg; max] vectors as two matrix products: the
+        # same arithmetic as the 1x1 convolutions on 1x1 maps, without their per-call overhead.
+        pooled = torch.cat([x.mean(dim=(2, 3)), global_max(x)], dim=0)  # (2N, C)
+        hidden = self.relu1(F.linear(pooled, self.fc1.weight.flatten(1)))
+        both = F.linear(hidden, self.fc2.weight.flatten(1))
+        return torch.sigmoid(both[:n] + both[n:]).view(n, c, 1, 1)
 
 
 class SpatialAttention(nn.Module):
@@ -91,7 +107,8 @@ class ResCBAMBlock(nn.Module):
             if self.ca is not None:
                 out = self.ca(out) * out
             if self.sa is not None:
-                out = self.sa(out) * out
+                # residual + sa * out in one pass
+                return self.relu(torch.addcmul(residual, self.sa(out), out))
         return self.relu(out + residual)
 
 
