@@ -91,7 +91,8 @@ def test_cli_bench_tiny_run_writes_json(tmp_path, capsys):
     threads = torch.get_num_threads()
     rc = main(["bench", "--size", "32", "--batch", "1,2", "--warmup", "0", "--repeats", "1", "--threads", "1",
                "--weights", str(tmp_path / "w.pt"), "--variants", "eager,fold_cl,bf16,onnxruntime",
-               "--train-batch", "2", "--train-repeats", "1", "--eval-maps", "4", "--json", str(out), "--quiet"])
+               "--train-batch", "2", "--train-repeats", "1", "--eval-maps", "4", "--eval-threads", "1",
+               "--json", str(out), "--quiet"])
     assert rc == 0
     assert torch.get_num_threads() == threads  # restored
     text = capsys.readouterr().out
@@ -106,13 +107,17 @@ def test_cli_bench_tiny_run_writes_json(tmp_path, capsys):
             assert r["identical_detections"] and r["max_abs_logit_diff"] < 1e-4, r
     assert report["flops_per_image"] == count_flops(model, 32) and report["threads"] == 1
     assert {r["variant"] for r in report["training"]} == {"fp32", "amp_cl"}
-    assert all(r["pd_fa_agree"] for r in report["metrics"])
+    assert all(r["pd_fa_agree"] and r["threads"] == 1 for r in report["metrics"])
+    # The measured matrix-product ceiling: fp32 always, bf16 because a bf16 variant ran.
+    assert set(report["gemm_gflops"]) == {"fp32", "bf16"} and min(report["gemm_gflops"].values()) > 0
+    assert all(r["pct_gemm"] > 0 for r in rows) and "%gemm" in text
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--size", "30"], "multiple of 16"),
     (["--variants", "warp"], "unknown"),
     (["--weights", "nope.pt"], "nope.pt: checkpoint not found"),
+    (["--eval-threads", "0"], "--eval-threads"),
 ])
 def test_cli_bench_bad_input(argv, message, capsys):
     assert main(["bench", *argv]) == 2

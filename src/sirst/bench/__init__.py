@@ -145,6 +145,27 @@ def estimate_peak_gflops(device: torch.device, precision: str = "fp32", threads:
     return Peak(cores * ghz * per_cycle, f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle ({unit}), estimated")
 
 
+def measure_gemm_gflops(device: torch.device, precision: str = "fp32", size: int | None = None) -> float:
+    """GFLOP/s of one large square matrix product on ``device`` in ``precision``: what the device
+    reaches in practice (turbo clocks included), a ceiling that the datasheet peak may under- or
+    overstate. Best of 3 after a warm-up; uses the current torch thread count."""
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    n = size or (8192 if device.type == "cuda" else 2048)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    best = float("inf")
+    with torch.inference_mode():
+        for i in range(4):
+            _sync(device)
+            start = time.perf_counter()
+            torch.mm(a, b)
+            _sync(device)
+            if i:
+                best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best / 1e9
+
+
 # ------------------------------------------------------------------------------------------------
 # Timing
 # ------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from sirst.bench import (
     count_flops,
     estimate_peak_gflops,
     make_score_maps,
+    measure_gemm_gflops,
     median,
     network_batch,
     public_style_pd_fa,
@@ -60,6 +61,7 @@ class BenchConfig:
     train_repeats: int = 3
     skip_train: bool = False
     eval_maps: int = 500
+    eval_threads: int | None = None  # None: every core (the public loop is single-threaded anyway)
     skip_eval: bool = False
     peak_gflops: float | None = None
     peak_gflops_half: float | None = None
@@ -72,6 +74,8 @@ class BenchConfig:
             raise ValueError(f"--size must be a positive multiple of 16, got {self.size}")
         if not self.batches or min(self.batches) < 1:
             raise ValueError(f"--batch must list positive batch sizes, got {self.batches}")
+        if self.eval_threads is not None and self.eval_threads < 1:
+            raise ValueError(f"--eval-threads must be >= 1, got {self.eval_threads}")
         if self.repeats < 1 or self.warmup < 0:
             raise ValueError(f"--repeats must be >= 1 and --warmup >= 0, got {self.repeats}, {self.warmup}")
         if self.device.split(":")[0] not in ("cpu", "cuda"):
@@ -204,7 +208,7 @@ def _pct(gflops: float, peak: Peak) -> float | None:
 
 
 def bench_inference(cfg: BenchConfig, model: nn.Module, device: torch.device, flops: int,
-                    peaks: dict[str, Peak], threads: int) -> list[dict[str, Any]]:
+                    peaks: dict[str, Peak], threads: int, gemm: dict[str, float]) -> list[dict[str, Any]]:
     """Rows ``{batch, variant, label, precision, ms_per_img, img_per_s, speedup, gflops, pct_peak,
     detections, ...}``, the reference baseline first, for every batch size."""
     from tqdm import tqdm
@@ -247,6 +251,7 @@ def bench_inference(cfg: BenchConfig, model: nn.Module, device: torch.device, fl
                     "batch": b, "variant": name, "label": label, "precision": precision,
                     "ms_per_img": 1000.0 * t / b, "img_per_s": b / t, "speedup": base / t,
                     "gflops": gflops, "pct_peak": _pct(gflops, peaks[precision]),
+                    "pct_gemm": 100.0 * gflops / gemm[precision] if gemm.get(precision) else None,
                     "seconds": times[name], "first_call_s": first_call[name], "setup_s": setup.get(name, 0.0),
                     "detections": check.describe(), "identical_detections": check.identical,
                     "same_targets": check.same_targets,
@@ -309,7 +314,21 @@ def bench_training(cfg: BenchConfig, model: nn.Module, device: torch.device, flo
 
 
 def bench_metrics(cfg: BenchConfig) -> list[dict[str, Any]]:
-    """Metric evaluation speed on ``cfg.eval_maps`` 256x256 probability maps, in memory."""
+    """Metric evaluation speed on ``cfg.eval_maps`` 256x256 probability maps, in memory, with
+    ``cfg.eval_threads`` torch threads (default: every core)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(cfg.eval_threads or os.cpu_count() or 1)
+    try:
+        rows = _bench_metrics(cfg)
+    finally:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(previous)
+    for row in rows:
+        row["threads"] = threads
+    return rows
+
+
+def _bench_metrics(cfg: BenchConfig) -> list[dict[str, Any]]:
     from sirst.metrics import PdFaMetric, SirstMetrics
 
     scores, masks = make_score_maps(cfg.eval_maps, 256, cfg.seed)
@@ -370,6 +389,11 @@ def _run_bench(cfg: BenchConfig) -> dict[str, Any]:
         peaks["fp32"] = Peak(cfg.peak_gflops, "given by --peak-gflops")
     if cfg.peak_gflops_half:
         peaks["bf16"] = peaks["fp16"] = Peak(cfg.peak_gflops_half, "given by --peak-gflops-half")
+    # What the device reaches on one large matrix product, as a practical ceiling beside the peak.
+    precisions = {VARIANT_LABELS[v][1] for v in (cfg.variants or default_variants(device, cfg.compile))} | {"fp32"}
+    if device.type == "cpu":
+        precisions.discard("fp16")  # no fp16 matrix units on CPUs; oneDNN emulates it
+    gemm = {p: measure_gemm_gflops(device, p) for p in sorted(precisions)}
     report: dict[str, Any] = {
         "command": " ".join(["sirst", *sys.argv[1:]]) if sys.argv and "bench" in sys.argv else None,
         "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
@@ -383,7 +407,8 @@ def _run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "flops_per_image": flops,
         "train_flops_per_image": train_flops,
         "peaks": {k: asdict(v) for k, v in peaks.items()},
-        "inference": bench_inference(cfg, model, device, flops, peaks, threads),
+        "gemm_gflops": gemm,
+        "inference": bench_inference(cfg, model, device, flops, peaks, threads, gemm),
     }
     if not cfg.skip_train:
         report["training"] = bench_training(cfg, model, device, train_flops, peaks)
@@ -420,12 +445,16 @@ def format_report(r: dict[str, Any]) -> str:
     ]
     for k, p in r["peaks"].items():
         lines.append(f"peak {k}: {_f(p['gflops'], '.0f')} GFLOP/s ({p['source']})")
+    for k, g in r.get("gemm_gflops", {}).items():
+        lines.append(f"large matrix product {k}: {g:.0f} GFLOP/s measured (%gemm below is relative to it)")
     lines += ["", "Inference (median of interleaved repeats; speed-up vs the first row of each batch)"]
-    head = f"{'batch':>5}  {'variant':<62} {'ms/img':>8} {'img/s':>7} {'x':>6} {'GFLOP/s':>8} {'%peak':>6}  detections"
+    head = (f"{'batch':>5}  {'variant':<62} {'ms/img':>8} {'img/s':>7} {'x':>6} {'GFLOP/s':>8} {'%peak':>6} "
+            f"{'%gemm':>6}  detections")
     lines.append(head)
     for row in r["inference"]:
         lines.append(f"{row['batch']:>5}  {row['label']:<62} {row['ms_per_img']:>8.1f} {row['img_per_s']:>7.2f} "
-                     f"{row['speedup']:>5.2f}x {row['gflops']:>8.1f} {_f(row['pct_peak'], '.1f'):>6}  {row['detections']}")
+                     f"{row['speedup']:>5.2f}x {row['gflops']:>8.1f} {_f(row['pct_peak'], '.1f'):>6} "
+                     f"{_f(row.get('pct_gemm'), '.1f'):>6}  {row['detections']}")
     if "training" in r:
         lines += ["", f"Training step (batch {r['training'][0]['batch']}, Soft-IoU + deep supervision, Adagrad)",
                   f"{'variant':<44} {'img/s':>7} {'x':>6} {'GFLOP/s':>8} {'%peak':>6}"]
@@ -433,7 +462,8 @@ def format_report(r: dict[str, Any]) -> str:
             lines.append(f"{row['label']:<44} {row['img_per_s']:>7.2f} {row['speedup']:>5.2f}x {row['gflops']:>8.1f} "
                          f"{_f(row['pct_peak'], '.1f'):>6}")
     if "metrics" in r:
-        lines += ["", f"Metric evaluation ({r['metrics'][0]['maps']} maps of 256x256, in memory; "
+        lines += ["", f"Metric evaluation ({r['metrics'][0]['maps']} maps of 256x256, in memory, "
+                      f"{r['metrics'][0].get('threads', '?')} torch threads; the public loop is single-threaded; "
                       f"Pd/Fa agree with the public loop: {r['metrics'][0]['pd_fa_agree']})",
                   f"{'variant':<68} {'maps/s':>9} {'x':>7}"]
         for row in r["metrics"]:

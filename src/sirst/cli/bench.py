@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, size=args.size, batches=args.batch, model=args.model, weights=args.weights,
         threads=args.threads, warmup=args.warmup, repeats=args.repeats, variants=args.variants,
         compile=args.compile, train_batch=args.train_batch, train_repeats=args.train_repeats,
-        skip_train=args.skip_train, eval_maps=args.eval_maps, skip_eval=args.skip_eval,
+        skip_train=args.skip_train, eval_maps=args.eval_maps, eval_threads=args.eval_threads,
+        skip_eval=args.skip_eval,
         peak_gflops=args.peak_gflops, peak_gflops_half=args.peak_gflops_half, progress=not args.quiet,
     )
     report = run_bench(cfg)
@@ -66,6 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--train-repeats", type=int, default=3, help="timed training steps per variant (default 3)")
     p.add_argument("--skip-train", action="store_true", help="no training benchmark")
     p.add_argument("--eval-maps", type=int, default=500, help="score maps for the metric benchmark (default 500)")
+    p.add_argument("--eval-threads", type=int, default=None,
+                   help="torch threads of the metric benchmark (default: every core; the public loop it is "
+                        "compared with cannot use more than one)")
     p.add_argument("--skip-eval", action="store_true", help="no metric benchmark")
     p.add_argument("--peak-gflops", type=float, default=None, metavar="G",
                    help="the device's fp32 peak in GFLOP/s (default: estimated from its specifications)")
