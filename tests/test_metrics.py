@@ -457,3 +457,12 @@ def test_scores_in_every_float_dtype_give_the_same_counts() -> None:
         results.append(m.compute())
     np.testing.assert_equal(results[0], results[1])  # NaN == NaN here
     np.testing.assert_equal(results[2], results[1])
+
+
+@pytest.mark.parametrize("w", [64, 13])
+def test_row_counts_match_count_nonzero(w: int) -> None:
+    from sirst.metrics import _row_counts
+
+    b = np.random.default_rng(w).random((37, w)) < 0.3
+    np.testing.assert_array_equal(_row_counts(b), np.count_nonzero(b, axis=1))
+    np.testing.assert_array_equal(_row_counts(b[::2]), np.count_nonzero(b[::2], axis=1))  # non-contiguous

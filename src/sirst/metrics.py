@@ -194,6 +194,19 @@ def _row_max(scores: np.ndarray) -> np.ndarray:
     return torch.from_numpy(rows).amax(dim=1).numpy()
 
 
+def _row_counts(binary: np.ndarray) -> np.ndarray:
+    """``(K,)`` number of set pixels in each row of a ``(K, W)`` bool array.
+
+    ``count_nonzero(axis=1)`` is not vectorised along rows; counting the bits of the rows read as
+    64-bit words is ~2.5x faster (numpy bools are bytes 0/1, so each word's bit count is the number
+    of set bools in it).
+    """
+    binary = np.ascontiguousarray(binary)
+    if binary.shape[-1] % 8 or not hasattr(np, "bitwise_count"):
+        return np.count_nonzero(binary, axis=1)
+    return np.bitwise_count(binary.view(np.uint64)).sum(axis=1, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class ImageGroup:
     """Images of one size: scores ``(N, H, W)`` float, masks ``(N, H, W)`` bool.
@@ -379,9 +392,9 @@ class SegmentationMetric:
             def per_image(rows: np.ndarray, row_counts: np.ndarray) -> np.ndarray:
                 return np.bincount(rows // h, weights=row_counts, minlength=n).astype(np.int64)
 
-            inter = per_image(p_rows[pi], np.count_nonzero(pred[pi] & gt[gi], axis=1))
-            npred = per_image(p_rows, np.count_nonzero(pred, axis=1))
-            ngt = per_image(g_rows, np.count_nonzero(gt, axis=1))
+            inter = per_image(p_rows[pi], _row_counts(pred[pi] & gt[gi]))
+            npred = per_image(p_rows, _row_counts(pred))
+            ngt = per_image(g_rows, _row_counts(gt))
             union = npred + ngt - inter
             st["intersection"] += int(inter.sum())
             st["union"] += int(union.sum())
