@@ -292,7 +292,7 @@ def prepare_batch(scores: Any, masks: Any, protocol: Protocol = "exact") -> list
         for i, (si, mi) in enumerate(zip(s, m)):
             if si.shape != mi.shape:
                 raise ValueError(f"image {i}: score map shape {si.shape} does not match mask shape {mi.shape}")
-            if protocol == "reference":
+            if protocol == "reference" and si.shape != (REFERENCE_SIZE, REFERENCE_SIZE):
                 si, mi = _reference_resize(np.asarray(si, dtype=np.float32), np.asarray(mi) > 0.5)
             lists = by_shape.setdefault(si.shape, ([], []))
             lists[0].append(si)
