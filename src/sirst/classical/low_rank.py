@@ -154,68 +154,79 @@ def nram_decompose(
     step: int = 10,
     gamma: float = 0.002,
     lam_scale: float = 1.0,
-    beta_scale: float = 100.0,
+    beta_scale: float = 3.0,
+    weight_eps: float = 0.04,
     tol: float = 1e-7,
-    max_iter: int = 500,
-    rho: float = 1.5,
+    max_iter: int = 1000,
+    rho: float = 1.1,
 ) -> Decomposition:
     """Non-convex rank approximation minimisation (NRAM) with a reweighted l1 target and an l2,1 edge term.
 
     Reference: Zhang, Peng, Zhang, Cao & Peng, "Infrared small target detection via non-convex rank
     approximation minimization joint l2,1 norm", Remote Sensing 10(11), 1821, 2018.
     Model: ``min ||B||_gamma + lambda ||W * T||_1 + beta ||E||_{2,1}  s.t. D = B + T + E`` on the
-    patch image (50x50 patches, step 10). ``||.||_gamma`` is the gamma-norm rank surrogate
-    ``sum (1 + gamma) s_i / (gamma + s_i)`` (``gamma = 0.002``), handled by weighted singular value
-    thresholding with its gradient at the previous iterate (DC programming);
-    ``lambda = 1 / sqrt(max(m, n))``, ``beta = 100 * lambda`` (our choice for images in [0, 1]: a
-    patch column holding only a small target must cost more in the l2,1 term than in the l1 term,
-    while whole columns of strong edge clutter still go to ``E``), ``W = 1 / (|T| + eps)``
-    reweighted every iteration, ``B`` started at 0. Solved by
-    ADMM; overlapping patches are combined by the median.
+    patch image (50x50 patches, step 10), ``D`` min-max normalised to [0, 1] as the authors do.
+    ``||.||_gamma`` is the gamma-norm rank surrogate ``sum (1 + gamma) s_i / (gamma + s_i)``
+    (``gamma = 0.002``), minimised by DC programming: weighted singular value thresholding with the
+    surrogate's gradient, iterated on the singular values of each step. The parameters are the
+    authors' published ones: ``lambda = 1 / sqrt(min(m, n))``, ``beta = 3 / sqrt(min(m, n))``,
+    ``W = C / (|T~| + 0.04)`` with ``C = sqrt(min(m, n)) / 2.5`` and ``T~`` the target update's
+    argument, ``mu_0 = 3 sqrt(max(m, n))`` growing by 1.1 per iteration, tolerance 1e-7, at most
+    1,000 iterations. ``B`` and ``E`` are both background. Solved by ADMM; overlapping patches are
+    combined by the median (the authors keep the last patch written).
 
     Returns:
-        :class:`Decomposition` with ``(H, W)`` maps.
+        :class:`Decomposition` with ``(H, W)`` maps in the image's units.
     """
     img = as_image(image)
     grid = make_grid(img.shape, patch, step)
     p = grid.patch
-    d = extract_patches(img, grid).reshape(grid.num_patches, p * p).T
+    raw = extract_patches(img, grid).reshape(grid.num_patches, p * p).T
+    low, span = float(raw.min()), float(raw.max() - raw.min())
+    d = (raw - low) / span if span > 0 else np.zeros_like(raw)
     m, n = d.shape
-    lam = lam_scale / np.sqrt(max(m, n))
-    beta = beta_scale * lam
+    lam = lam_scale / np.sqrt(min(m, n))
+    beta = beta_scale / np.sqrt(min(m, n))
+    c = np.sqrt(min(m, n)) / 2.5
     norm_d = max(np.linalg.norm(d), 1e-12)
-    spec = max(np.linalg.norm(d, 2), 1e-12)
-    mu = 1.25 / spec
+    mu = 3.0 * np.sqrt(max(m, n))
     y = np.zeros_like(d)
     t = np.zeros_like(d)
     e = np.zeros_like(d)
-    # Start from B = 0 (all singular values 0: the largest weights), so the target is claimed by
-    # T before the nearly rank-counting gamma-norm lets B absorb it.
+    b = np.zeros_like(d)
     sigma = np.zeros(min(m, n))
-    weights = np.ones_like(d)
     res, it = np.inf, 0
     for it in range(1, max_iter + 1):
-        # Gradient of the gamma-norm at the previous singular values: big ones are barely shrunk.
-        w_sv = (1.0 + gamma) * gamma / (gamma + sigma) ** 2
         u, s, vt = np.linalg.svd(d - t - e + y / mu, full_matrices=False)
-        s_new = np.maximum(s - w_sv[: s.size] / mu, 0.0)
-        b = (u * s_new) @ vt
-        sigma = s_new
-        t = soft_threshold(d - b - e + y / mu, lam * weights / mu)
-        g = d - b - t + y / mu
-        col = np.linalg.norm(g, axis=0)
-        e = g * (np.maximum(col - beta / mu, 0.0) / np.maximum(col, 1e-12))
+        # DC programming: shrink by the gamma-norm's gradient at the current singular values and
+        # repeat until they settle (no new SVD needed); big singular values are barely shrunk.
+        for _ in range(100):
+            s_new = np.maximum(s - (1.0 + gamma) * gamma / (gamma + sigma[: s.size]) ** 2 / mu, 0.0)
+            change = float(np.sum((s_new - sigma[: s.size]) ** 2))
+            sigma = s_new
+            if change < 1e-6:
+                break
+        b = (u * sigma) @ vt
+        arg = d - b - e + y / mu
+        t = soft_threshold(arg, lam * (c / (np.abs(arg) + weight_eps)) / mu)
+        e = _prox_l21(d - b - t + y / mu, beta / mu)
         r = d - b - t - e
         y = y + mu * r
-        mu = min(mu * rho, 1e7 / spec)
-        weights = 1.0 / (np.abs(t) + 0.01 * max(float(np.abs(t).max()), 1e-12))
-        weights /= weights.min()
+        mu *= rho
         res = float(np.linalg.norm(r) / norm_d)
         _log("nram", it, res)
         if res < tol:
             break
     shape = (grid.num_patches, p, p)
-    return _finish("nram", t.T.reshape(shape), (b + e).T.reshape(shape), grid, "median", it, res, tol)
+    # Back to image units (the normalisation is affine; the offset belongs to the background).
+    return _finish("nram", (t * span).T.reshape(shape), (low + (b + e) * span).T.reshape(shape), grid, "median",
+                   it, res, tol)
+
+
+def _prox_l21(g: np.ndarray, tau: float) -> np.ndarray:
+    """Column-wise shrinkage: the proximal operator of ``tau * ||.||_{2,1}``."""
+    col = np.linalg.norm(g, axis=0)
+    return g * (np.maximum(col - tau, 0.0) / np.maximum(col, 1e-12))
 
 
 def nram(image: np.ndarray, **kwargs: object) -> np.ndarray:
