@@ -83,7 +83,7 @@ probability 0.5. The Pd-Fa curves sweep a threshold on the response divided by i
 | wslcm | Han et al., IEEE GRSL 2021 | cells 3, 5, 7, 9; max over scales |
 | tllcm | Han et al., IEEE GRSL 2020 (2019 online) | cores 3, 5, 7, 9; reserve ring; top-9 core mean |
 | ipi | Gao et al., IEEE TIP 2013 | patch 50, step 10, lambda = 1/sqrt(max(m, n)), inexact ALM, tol 1e-7, median fold |
-| nram | Zhang et al., Remote Sens. 2018 | patch 50, step 10, gamma = 0.002, lambda = 1/sqrt(max(m, n)), beta = 100 lambda |
+| nram | Zhang et al., Remote Sens. 2018 | patch 50, step 10, patch image min-max normalised, gamma = 0.002, lambda = 1/sqrt(min(m, n)), beta = 3/sqrt(min(m, n)), W = C/(abs(T)+0.04) with C = sqrt(min(m, n))/2.5, mu0 = 3 sqrt(max(m, n)), rho = 1.1 (the authors' published parameters) |
 | ript | Dai & Wu, IEEE JSTARS 2017 | patch 30, step 10, lambda = 1/sqrt(min(I, J, P)), h = 1, eps = 0.01 (grey levels 0-255), stop when the target support is stable |
 | pstnn | Zhang & Peng, Remote Sens. 2019 | patch 40, step 40, lambda = 0.6/sqrt(max(n1, n2) n3), mu0 = 1e-2, rho = 1.05, eps = 0.01 (grey levels 0-255) |
 
@@ -91,7 +91,9 @@ Unsupported: {"; ".join(f"**{k}**: {v}" for k, v in UNSUPPORTED.items())}.
 
 The local contrast measures (TLLCM, WSLCM) and the NRAM/RIPT weighting are our re-implementations
 from the papers' descriptions, not ports of the authors' code; see the docstrings for the exact
-formulas used and where they depart from the papers.
+formulas used and where they depart from the papers. NRAM's parameter values are the ones of the
+authors' released demo (its first version here used our own, which let bright regions of real
+images flood the target map).
 
 RIPT and PSTNN reweight the target term by `1 / (|T| + eps)` with `eps = 0.01`, a constant the
 papers set for 8-bit grey levels: the images (read in [0, 1]) are multiplied by 255 before the
