@@ -275,7 +275,12 @@ def test_compare_with_network_weights(tiny_dataset, tmp_path, capsys) -> None:
     assert [r["method"] for r in rows] == ["tophat", f"dnanet:{weights}"]
     assert f"| dnanet:{weights} |" in capsys.readouterr().out
     assert torch.is_grad_enabled()  # scoring a network must not switch autograd off for the caller
-    assert (tmp_path / "o" / "dnanet_tiny_pdfa.csv").is_file()
+    curve = (tmp_path / "o" / "dnanet_tiny_pdfa.csv").read_text().splitlines()
+    # The network's curve sweeps logit-spaced probabilities; the classical one the normalised response.
+    from sirst.classical.evaluate import CURVE_THRESHOLDS, NETWORK_CURVE_THRESHOLDS
+
+    assert len(curve) == 1 + len(NETWORK_CURVE_THRESHOLDS)
+    assert len((tmp_path / "o" / "tophat_pdfa.csv").read_text().splitlines()) == 1 + len(CURVE_THRESHOLDS)
     rc = main(["eval", "--data", str(tiny_dataset), "--weights", str(weights), "--json", str(tmp_path / "e.json"), "--quiet"])
     assert rc == 0
     ref = json.loads((tmp_path / "e.json").read_text())

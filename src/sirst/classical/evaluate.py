@@ -3,7 +3,8 @@
 Classical response maps are binarised per image with the DNANet paper's adaptive threshold (Eq. 13,
 :func:`sirst.metrics.adaptive_threshold`) or a fixed threshold on the response normalised by its
 maximum; networks at probability 0.5. The Pd-Fa curve sweeps a threshold on the normalised
-response (classical) or the probability (networks).
+response (classical, :data:`CURVE_THRESHOLDS`) or the probability (networks, logit-spaced
+:data:`NETWORK_CURVE_THRESHOLDS`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import numpy as np
 
 # Curve thresholds on the normalised response / probability.
 CURVE_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.round(np.arange(0.0, 1.0, 0.05), 2))
+#: Probability thresholds of a network's Pd-Fa curve: evenly spaced in logit from -9 to 9 (1.2e-4 to
+#: 1 - 1.2e-4, 0.5 included). A trained network's probabilities sit near 0 and 1, so evenly spaced
+#: probabilities would bunch the curve into a few points.
+NETWORK_CURVE_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in 1.0 / (1.0 + np.exp(-np.linspace(-9.0, 9.0, 37))))
 
 
 @dataclass(frozen=True)
@@ -148,7 +153,7 @@ def _accumulate(
     from sirst.metrics import ROCMetric, SirstMetrics
 
     metrics = SirstMetrics(threshold=0.5)
-    roc = ROCMetric(CURVE_THRESHOLDS)
+    roc = ROCMetric(CURVE_THRESHOLDS if normalise else NETWORK_CURVE_THRESHOLDS)
     seconds = 0.0
     n = 0
     for sample, (score, dt) in zip(samples, maps):
