@@ -74,7 +74,8 @@ The traditional methods of the DNANet paper's Table II are in `sirst.classical`
 (for the low-rank models, the target component of the decomposition). They are evaluated by the
 same metric code as the networks (`sirst.metrics`): every response map is binarised per image with
 the paper's adaptive threshold (Eq. 13, `max(0.7 max G, 0.5 std G + mean G)`), networks at
-probability 0.5. The Pd-Fa curves sweep a threshold on the response divided by its maximum.
+probability 0.5. The Pd-Fa curves sweep a threshold on the response divided by its maximum
+(networks: 37 probabilities evenly spaced in logit, 1.2e-4 to 1 - 1.2e-4).
 
 | Method | Reference | Defaults |
 |---|---|---|
