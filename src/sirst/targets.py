@@ -170,10 +170,11 @@ _PROPAGATION_ROUNDS = 12
 _PROPAGATION_MAX_RUNS = 1 << 14
 
 
-def _label_runs(i: np.ndarray, j: np.ndarray, r: int) -> tuple[int, np.ndarray]:
+def _label_runs(i: np.ndarray, j: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
     """Connected components of a graph of ``r`` runs with edges ``(i, j)``.
 
-    Returns ``(n, labels)``, components numbered ``0..n-1`` in the order of their lowest run index.
+    Returns ``(labels, first)``: ``(r,)`` component of each run, numbered in the order of the
+    components' lowest run index, and ``(n,)`` that lowest run index of each component.
     """
     lab = np.arange(r)
     for _ in range(_PROPAGATION_ROUNDS if r <= _PROPAGATION_MAX_RUNS else 0):
@@ -186,15 +187,24 @@ def _label_runs(i: np.ndarray, j: np.ndarray, r: int) -> tuple[int, np.ndarray]:
         new = new[new[new]]
         if np.array_equal(new, lab):
             roots = lab == np.arange(r)
-            return int(roots.sum()), (np.cumsum(roots) - 1)[lab]
+            return (np.cumsum(roots) - 1)[lab], np.flatnonzero(roots)
         lab = new
     graph = coo_matrix((np.ones(i.size, dtype=np.int8), (i, j)), shape=(r, r)).tocsr()
     n, lab = connected_components(graph, directed=False)
-    first = np.full(n, r, dtype=np.intp)
-    np.minimum.at(first, lab, np.arange(r))
+    return _in_order_of_first(lab, int(n))
+
+
+def _in_order_of_first(lab: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber labels ``0..n-1`` of the ordered elements ``lab`` by each label's first element.
+
+    Returns the new labels and, for each new label, the index of its first element.
+    """
+    first = np.full(n, lab.size, dtype=np.intp)
+    np.minimum.at(first, lab, np.arange(lab.size))
+    by_first = np.argsort(first)
     rank = np.empty(n, dtype=np.intp)
-    rank[np.argsort(first)] = np.arange(n)
-    return int(n), rank[lab]
+    rank[by_first] = np.arange(n)
+    return rank[lab], first[by_first]
 
 
 def _pixel_components(row_ids: np.ndarray, rows: np.ndarray, h: int) -> ComponentStats:
@@ -215,20 +225,14 @@ def _pixel_components(row_ids: np.ndarray, rows: np.ndarray, h: int) -> Componen
     row_of = np.full(compact.shape[0], -1, dtype=np.int64)
     row_of[pos] = ids
     idx = np.flatnonzero(compact.view(bool))  # raster order; nonzero of bool is much faster
-    lab = labels.reshape(-1)[idx] - 1
     # OpenCV numbers components in its own order: renumber by first pixel in raster order.
-    first = np.full(n, idx.size, dtype=np.intp)
-    np.minimum.at(first, lab, np.arange(idx.size))
-    by_first = np.argsort(first)
-    rank = np.empty(n, dtype=np.intp)
-    rank[by_first] = np.arange(n)
-    lab = rank[lab]
+    lab, first = _in_order_of_first(labels.reshape(-1)[idx] - 1, n)
     grow = row_of[idx // w]
     area = np.bincount(lab, minlength=n).astype(np.int64)
     centroid = np.empty((n, 2), dtype=np.float64)
     centroid[:, 0] = np.bincount(lab, weights=grow % h, minlength=n) / area
     centroid[:, 1] = np.bincount(lab, weights=idx % w, minlength=n) / area
-    return ComponentStats(area=area, centroid=centroid, slice_index=grow[first[by_first]] // h)
+    return ComponentStats(area=area, centroid=centroid, slice_index=grow[first] // h)
 
 
 def components_from_rows(row_ids: np.ndarray, rows: np.ndarray | Sequence[np.ndarray], h: int) -> ComponentStats:
@@ -290,7 +294,8 @@ def components_from_rows(row_ids: np.ndarray, rows: np.ndarray | Sequence[np.nda
     count = hi - lo
     j = np.repeat(np.arange(run_row.size), count)
     i = lo[j] + (np.arange(j.size) - (np.cumsum(count) - count)[j])
-    n, lab = _label_runs(i, j, run_row.size)
+    lab, first = _label_runs(i, j, run_row.size)
+    n = first.size
     length = (run_end - run_start).astype(np.float64)
     area = np.bincount(lab, weights=length, minlength=n)
     centroid = np.empty((n, 2), dtype=np.float64)
@@ -298,8 +303,6 @@ def components_from_rows(row_ids: np.ndarray, rows: np.ndarray | Sequence[np.nda
     # of the pixel coordinates computed pixel by pixel.
     centroid[:, 0] = np.bincount(lab, weights=length * (run_row % h), minlength=n) / area
     centroid[:, 1] = np.bincount(lab, weights=(run_start + run_end - 1) * length / 2, minlength=n) / area
-    first = np.full(n, run_row.size, dtype=np.intp)
-    np.minimum.at(first, lab, np.arange(run_row.size))
     return ComponentStats(area=area.astype(np.int64), centroid=centroid, slice_index=run_row[first] // h)
 
 
