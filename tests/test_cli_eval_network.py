@@ -2,7 +2,6 @@
 
 import json
 
-import torch
 
 from sirst.checkpoint import model_from_checkpoint, save_checkpoint
 from sirst.cli import main

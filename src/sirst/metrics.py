@@ -683,8 +683,7 @@ class _PdFaCounts:
         st = self._state
         th = self.thresholds
         t = th.size
-        scores, masks = group.scores, group.masks
-        n, h, w = masks.shape
+        n, h, w = group.masks.shape
         k = len(SIZE_CLASSES)
 
         # The T binary maps of every image form slices s = image * T + threshold index; the ground
