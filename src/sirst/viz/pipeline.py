@@ -61,7 +61,7 @@ def visualize(
     """
     from tqdm import tqdm
 
-    from sirst.classical.evaluate import CURVE_THRESHOLDS
+    from sirst.classical.evaluate import CURVE_THRESHOLDS, NETWORK_CURVE_THRESHOLDS
     from sirst.data.dataset import load_pair
     from sirst.metrics import ROCMetric, SirstMetrics, match_image
     from sirst.viz.figures import draw_comparison, draw_surfaces, write_pdfa_subsets
@@ -71,7 +71,9 @@ def visualize(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {m.name: SirstMetrics(threshold=0.5) for m in methods}
-    rocs = {m.name: ROCMetric(CURVE_THRESHOLDS) for m in methods}
+    # As in `sirst compare`: normalised responses swept evenly, network probabilities in logit steps.
+    rocs = {m.name: ROCMetric(NETWORK_CURVE_THRESHOLDS if m.kind == "network" else CURVE_THRESHOLDS)
+            for m in methods}
     records: list[ImageRecord] = []
     used: set[str] = set()
     for k, sample in enumerate(tqdm(samples, desc="visualize", unit="img", disable=not progress)):
