@@ -316,3 +316,43 @@ def test_nram_keeps_a_bright_block_in_the_background() -> None:
     peak = np.unravel_index(int(np.argmax(t)), t.shape)
     assert max(abs(peak[0] - 130), abs(peak[1] - 160)) <= 1, peak
     assert np.mean(np.abs(t) > 1e-3) < 0.001
+
+
+# --------------------------------------------------------------------------------------------------
+# Cached, time-limited evaluation (the per-method cache of `sirst experiment table2`)
+
+
+def test_cached_evaluation_resumes_to_the_full_result(tiny_dataset, tmp_path) -> None:
+    """A run stopped after some images and continued later scores exactly like one full run, under
+    both protocols; the cache holds one summary per image."""
+    import json
+    import time
+
+    from sirst.classical.evaluate import IMAGE_COLUMNS, evaluate_classical, evaluate_classical_cached, load_samples
+
+    samples = load_samples(tiny_dataset, subset="train")  # 3 images
+    full = evaluate_classical("maxmedian", samples, progress=False)
+    first = evaluate_classical_cached("maxmedian", samples[:1], tmp_path, progress=False)
+    assert first.num_images == 1
+    stopped = evaluate_classical_cached("maxmedian", samples, tmp_path, progress=False, deadline=time.monotonic() - 1)
+    assert stopped.num_images == 1 and not stopped.extra["complete"]  # past the deadline: nothing new starts
+    for jobs in (2, 1):  # the second call finds everything cached
+        res = evaluate_classical_cached("maxmedian", samples, tmp_path, jobs=jobs, progress=False)
+        assert res.extra["complete"] and res.num_images == 3
+        for key in ("iou", "niou", "pd", "fa"):
+            assert res.metrics[key] == pytest.approx(full.metrics[key])
+            assert res.extra["reference"][key] == pytest.approx(full.extra["reference"][key])
+        assert res.curve["pd"] == pytest.approx(full.curve["pd"])
+    doc = json.loads((tmp_path / "maxmedian.json").read_text())
+    assert doc["columns"] == list(IMAGE_COLUMNS) and sorted(doc["images"]) == sorted(s.id for s in samples)
+    assert sum(v[3] for v in doc["images"].values()) == full.metrics["num_targets"]
+
+
+def test_cache_of_another_split_or_threshold_is_refused(tiny_dataset, tmp_path) -> None:
+    from sirst.classical.evaluate import evaluate_classical_cached, load_samples
+
+    evaluate_classical_cached("tophat", load_samples(tiny_dataset, subset="train"), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="not in this split"):
+        evaluate_classical_cached("tophat", load_samples(tiny_dataset, subset="test"), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="cached threshold 'adaptive' differs"):
+        evaluate_classical_cached("tophat", load_samples(tiny_dataset, subset="train"), tmp_path, threshold=0.3, progress=False)

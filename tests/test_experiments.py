@@ -101,3 +101,30 @@ def test_experiment_errors(tmp_path: Path, capsys) -> None:
     bad.write_text("name: x\nkind: models\nnetworks: [{model: resnet}]\n")
     assert main(["experiment", str(bad), "--quick", "--out", str(tmp_path / "o")]) == 2
     assert "unknown model 'resnet'" in capsys.readouterr().err
+
+
+def test_table2_classical_rows_are_budgeted_and_resume(tmp_path: Path) -> None:
+    """`--only classical --time-budget`: rows past the budget are pending; rerunning continues them
+    from the per-image cache; the paper's numbers appear for a dataset folder the recipe knows."""
+    from sirst.data.synth import synthesize
+
+    data = synthesize(tmp_path / "NUDT-SIRST", 6, seed=0, size=64, progress=False)  # named like the real set
+    out = tmp_path / "out"
+    argv = ["experiment", "table2", "--data", str(data), "--out", str(out), "--only", "tophat,maxmedian", "--no-progress"]
+    assert main([*argv, "--time-budget", "1e-9"]) == 0
+    doc = json.loads((out / "table2.json").read_text())
+    assert [(r["method"], r["images"]) for r in doc["rows"]] == [("tophat", "0/3 (pending)"), ("maxmedian", "0/3 (pending)")]
+    assert "**Pending** (tophat, maxmedian)" in (out / "table2.md").read_text()
+    assert main(argv) == 0
+    rows = _table_rows(out / "table2.md")
+    header = (out / "table2.md").read_text().splitlines()[2]
+    assert "| IoU ref | Pd ref | Fa ref | paper IoU | paper Pd | paper Fa |" in header
+    assert [r[0] for r in rows] == ["tophat", "maxmedian"] and all(r[-1] == "3" for r in rows)
+    paper = load_recipe("table2").paper["NUDT-SIRST"]
+    assert [float(c) for c in rows[0][8:11]] == paper["tophat"]
+    assert sorted(p.name for p in (out / "classical").iterdir()) == ["maxmedian.json", "tophat.json"]
+
+
+def test_only_names_rows_of_the_recipe(tmp_path: Path, capsys) -> None:
+    assert main(["experiment", "table2", "--quick", "--out", str(tmp_path), "--only", "tophat,nope"]) == 2
+    assert "--only: no row ['nope'] in table2" in capsys.readouterr().err

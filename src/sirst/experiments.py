@@ -19,6 +19,14 @@ Every network trains in ``OUT/runs/<label>/``; a run that already holds ``last.p
 is not retrained when it has finished), so an interrupted recipe continues where it stopped.
 ``--weights LABEL=PATH`` scores an existing checkpoint instead of training that row.
 
+Classical rows are resumable image by image: each method keeps ``OUT/classical/<method>.json``
+(per-image summaries and running metric sums, :func:`sirst.classical.evaluate.evaluate_classical_cached`).
+``--time-budget S`` / ``--method-budget S`` stop starting images after S seconds (all classical rows /
+each); unfinished rows are written as pending and the same command continues them. ``--only ROWS``
+runs a subset of rows (``classical``, ``networks`` or names). Classical rows are scored with the exact
+and the reference protocol; a recipe's ``paper:`` section adds the published numbers for the dataset
+folder it names (``NUAA-SIRST``, ``NUDT-SIRST``).
+
 ``--quick`` merges the recipe's ``quick:`` section over it (tiny widths, 2 epochs, 32-pixel crops,
 a few images) and, without ``--data``, synthesizes a small dataset first: it checks that the
 recipe runs end to end (CI does), its numbers mean nothing.
@@ -68,6 +76,7 @@ class Recipe:
     synth_train: dict[str, Any] = field(default_factory=dict)
     synth: dict[str, Any] = field(default_factory=lambda: {"num": 16, "size": 64, "seed": 0})
     quick: bool = False
+    paper: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # dataset -> row -> [IoU, Pd, Fa]
 
 
 def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,7 +115,8 @@ def load_recipe(name: str, quick: bool = False) -> Recipe:
     if quick:
         doc = _deep_merge(doc, {k: v for k, v in quick_doc.items() if k != "model_kwargs"})
     per_model = quick_doc.get("model_kwargs", {}) if quick else {}
-    known = {"name", "title", "kind", "networks", "classical", "train", "max_test_images", "real_fractions", "synth_train", "synth"}
+    known = {"name", "title", "kind", "networks", "classical", "train", "max_test_images", "real_fractions", "synth_train", "synth",
+             "paper"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise ValueError(f"{path}: unknown recipe keys {unknown}")
@@ -132,7 +142,12 @@ def load_recipe(name: str, quick: bool = False) -> Recipe:
         synth_train=dict(doc.get("synth_train") or {}),
         synth={"num": 16, "size": 64, "seed": 0, **(doc.get("synth") or {})},
         quick=quick,
+        paper={str(d): {str(k): [float(x) for x in v] for k, v in rows.items()} for d, rows in (doc.get("paper") or {}).items()},
     )
+    for d, rows in recipe.paper.items():
+        bad = [k for k, v in rows.items() if len(v) != 3]
+        if bad:
+            raise ValueError(f"{path}: paper.{d}: rows {bad} need [IoU, Pd, Fa]")
     if recipe.kind == "synth_mix" and (not recipe.real_fractions or not recipe.synth_train or len(networks) != 1):
         raise ValueError(f"{path}: a synth_mix recipe needs real_fractions, synth_train and exactly one network")
     if any(not 0.0 <= p <= 1.0 for p in recipe.real_fractions):
@@ -157,6 +172,9 @@ class ExperimentOptions:
     jobs: int = 1
     progress: bool = True
     threads: int | None = None  # torch CPU threads while the recipe runs (None: leave as is)
+    only: list[str] | None = None  # rows to run: labels / method names, or "classical" / "networks" (None: all)
+    time_budget: float | None = None  # seconds for all classical rows of this call (None: no limit)
+    method_budget: float | None = None  # seconds per classical row of this call (None: no limit)
 
 
 @dataclass
@@ -307,14 +325,27 @@ def run_experiment(name: str, opts: ExperimentOptions) -> ExperimentResult:
     unknown = sorted(set(opts.weights) - set(labels))
     if unknown:
         raise ValueError(f"--weights: no network row labelled {unknown} in {name}; rows: {labels}")
+    if opts.only:
+        valid = {v.lower() for v in [*recipe.classical, *labels, "classical", "networks"]}
+        bad = [o for o in opts.only if o.lower() not in valid]
+        if bad:
+            raise ValueError(f"--only: no row {bad} in {name}; rows: {', '.join([*recipe.classical, *labels])} "
+                             "(or 'classical', 'networks')")
+    for what, v in (("--time-budget", opts.time_budget), ("--method-budget", opts.method_budget)):
+        if v is not None and v <= 0:
+            raise ValueError(f"{what} must be > 0 seconds, got {v}")
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     with _torch_threads(opts.threads):
         data = _prepare_data(recipe, opts)
         rows, results = _run_kind(recipe, data, opts)
+    paper = paper_numbers(recipe, data)
+    for row in rows:
+        if row["method"] in paper:
+            row["paper_iou_x100"], row["paper_pd_x100"], row["paper_fa_x1e6"] = paper[row["method"]]
     md = out / f"{recipe.name}.md"
-    columns = _columns(recipe.kind)
-    md.write_text(f"## {recipe.title}\n\n" + _markdown(rows, columns) + "\n\n" + _footnote(recipe, data, opts) + "\n")
+    columns = _columns(recipe.kind, bool(paper))
+    md.write_text(f"## {recipe.title}\n\n" + _markdown(rows, columns) + "\n\n" + _footnote(recipe, data, opts, rows) + "\n")
     js = out / f"{recipe.name}.json"
     from sirst.viz.pipeline import json_clean
 
@@ -322,10 +353,11 @@ def run_experiment(name: str, opts: ExperimentOptions) -> ExperimentResult:
         "recipe": asdict(recipe), "data": str(data), "quick": opts.quick, "rows": rows,
         "results": [asdict(r) for r in results],
     }), indent=1))
-    if recipe.kind == "compare":
+    finished = {r.method: r.curve for r in results if r.extra.get("complete", True)}
+    if recipe.kind == "compare" and finished:
         from sirst.viz.figures import write_pdfa_subsets
 
-        write_pdfa_subsets({r.method: r.curve for r in results}, out)
+        write_pdfa_subsets(finished, out)
     return ExperimentResult(recipe, rows, md, js, time.perf_counter() - start)
 
 
@@ -355,18 +387,52 @@ def _run_kind(recipe: Recipe, data: Path, opts: ExperimentOptions) -> tuple[list
         return rows, results
     samples = load_samples(data, "auto", "test", recipe.max_test_images)
     if recipe.kind == "compare":
+        from sirst.classical.evaluate import evaluate_classical_cached
+
+        now = time.monotonic()
+        overall = None if opts.time_budget is None else now + opts.time_budget
         for c in recipe.classical:
-            results.append(evaluate_classical(c, samples, "adaptive", opts.jobs, opts.progress))
+            if not _selected(opts, c, "classical"):
+                continue
+            # A method past the budget still reports what its cache holds (pending row).
+            now = time.monotonic()
+            limits = [t for t in (overall, None if opts.method_budget is None else now + opts.method_budget) if t is not None]
+            res = evaluate_classical_cached(c, samples, Path(opts.out) / "classical", "adaptive", opts.jobs, opts.progress,
+                                            min(limits) if limits else None)
+            results.append(res)
     for entry in recipe.networks:
+        if not _selected(opts, entry.label, "networks"):
+            continue
         weights = _weights_for(entry, recipe, data, opts, safe_label(entry.label))
         results.append(_network_row(entry, weights, samples, opts))
     rows = [_row(r, recipe.kind) for r in results]
     return rows, results
 
 
+def _selected(opts: ExperimentOptions, label: str, group: str) -> bool:
+    """Whether ``--only`` selects the row ``label`` of ``group`` (``classical`` / ``networks``)."""
+    if not opts.only:
+        return True
+    keys = {o.lower() for o in opts.only}
+    return label.lower() in keys or group in keys
+
+
+def paper_numbers(recipe: Recipe, data: str | os.PathLike) -> dict[str, list[float]]:
+    """The recipe's published ``[IoU, Pd, Fa]`` per row for the dataset folder ``data`` (matched by
+    its name, case-insensitive; empty when the recipe has none for it)."""
+    name = Path(data).name.lower()
+    for d, rows in recipe.paper.items():
+        if d.lower() == name:
+            return rows
+    return {}
+
+
 def _row(res: Any, kind: str) -> dict[str, Any]:
     row: dict[str, Any] = dict(res.table_row())
     row["pd_point_x100"] = 100.0 * res.metrics.get("pd_point", float("nan"))
+    total = res.extra.get("images_total", res.num_images)
+    row["complete"] = res.num_images == total
+    row["images"] = str(res.num_images) if row["complete"] else f"{res.num_images}/{total} (pending)"
     if "params" in res.extra:
         row["params_m"] = res.extra["params"] / 1e6
     if kind == "synth_mix":
@@ -376,11 +442,15 @@ def _row(res: Any, kind: str) -> dict[str, Any]:
     return row
 
 
-def _columns(kind: str) -> list[tuple[str, str, str]]:
+def _columns(kind: str, paper: bool = False) -> list[tuple[str, str, str]]:
     metric_cols = [("iou_x100", "IoU (x1e-2)", "{:.2f}"), ("niou_x100", "nIoU (x1e-2)", "{:.2f}"),
                    ("pd_x100", "Pd (x1e-2)", "{:.2f}"), ("fa_x1e6", "Fa (x1e-6)", "{:.2f}")]
     if kind == "compare":
-        return [("method", "Method", "{}"), *metric_cols, ("seconds_per_image", "s / image", "{:.4f}")]
+        ref_cols = [("iou_ref_x100", "IoU ref", "{:.2f}"), ("pd_ref_x100", "Pd ref", "{:.2f}"), ("fa_ref_x1e6", "Fa ref", "{:.2f}")]
+        paper_cols = [("paper_iou_x100", "paper IoU", "{:g}"), ("paper_pd_x100", "paper Pd", "{:g}"),
+                      ("paper_fa_x1e6", "paper Fa", "{:g}")] if paper else []
+        return [("method", "Method", "{}"), *metric_cols, *ref_cols, *paper_cols, ("seconds_per_image", "s / image", "{:.4f}"),
+                ("images", "images", "{}")]
     if kind == "models":
         return [("method", "Model", "{}"), ("params_m", "Params (M)", "{:.3f}"), *metric_cols]
     return [("real_percent", "Real images (%)", "{:.0f}"), ("real_images", "real", "{:d}"), ("synth_images", "synthesized", "{:d}"),
@@ -401,10 +471,17 @@ def _markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, st
     return "\n".join(lines)
 
 
-def _footnote(recipe: Recipe, data: Path, opts: ExperimentOptions) -> str:
+def _footnote(recipe: Recipe, data: Path, opts: ExperimentOptions, rows: Sequence[Mapping[str, Any]] = ()) -> str:
     note = (f"Data: `{data}`" + (f", first {recipe.max_test_images} test images" if recipe.max_test_images else "")
             + ". Pd, Fa: exact protocol (`sirst.metrics`); networks at probability 0.5"
             + (", classical methods at the adaptive threshold (Eq. 13)" if recipe.kind == "compare" else "") + ".")
+    if recipe.kind == "compare":
+        note += (" *ref*: the same predictions under the reference protocol (the public DNANet code: 256x256 resize, "
+                 "greedy matching)." + (" *paper*: the DNANet paper's Table II." if paper_numbers(recipe, data) else ""))
+    pending = [r["method"] for r in rows if not r.get("complete", True)]
+    if pending:
+        note += (f" **Pending** ({', '.join(pending)}): `images` gives those done; the same command continues them "
+                 f"(per-image results are cached in `{Path(opts.out) / 'classical'}`).")
     if opts.quick:
         note += " **Quick mode**: tiny models, 2 epochs, a few images: checks that the recipe runs; the numbers mean nothing."
     return note

@@ -59,9 +59,10 @@ class MethodResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def table_row(self) -> dict[str, float | str]:
-        """The paper's Table II columns: IoU, nIoU, Pd (x100), Fa (x1e-6), plus seconds per image."""
+        """The paper's Table II columns: IoU, nIoU, Pd (x100), Fa (x1e-6), plus seconds per image, and
+        the same under the reference protocol (``*_ref_*``) when it was computed."""
         m = self.metrics
-        return {
+        row: dict[str, float | str] = {
             "method": self.method,
             "iou_x100": 100.0 * m["iou"],
             "niou_x100": 100.0 * m["niou"],
@@ -69,6 +70,11 @@ class MethodResult:
             "fa_x1e6": 1e6 * m["fa"],
             "seconds_per_image": self.seconds_per_image,
         }
+        ref = self.extra.get("reference")
+        if ref:  # the same predictions under the public code's protocol
+            row.update({"iou_ref_x100": 100.0 * ref["iou"], "niou_ref_x100": 100.0 * ref["niou"],
+                        "pd_ref_x100": 100.0 * ref["pd"], "fa_ref_x1e6": 1e6 * ref["fa"]})
+        return row
 
 
 def load_samples(root: str | os.PathLike, split: str = "auto", subset: str = "test", max_images: int | None = None) -> list[Sample]:
@@ -146,30 +152,78 @@ def binarise(score: np.ndarray, fixed: float | None = None) -> np.ndarray:
     return np.asarray(score) > thr
 
 
+class _Scorer:
+    """Metric accumulators of one method: Eq. 13 (or fixed-threshold) predictions scored with the
+    exact and the reference protocol (:mod:`sirst.metrics`), and the Pd-Fa curve (exact).
+
+    ``update`` scores one image and returns its one-line summary (:data:`IMAGE_COLUMNS`); ``state``
+    and ``merge_state`` carry the running sums, so a cached run continues where it stopped.
+    """
+
+    def __init__(self, curve_thresholds: Sequence[float], fixed: float | None, normalise: bool) -> None:
+        from sirst.metrics import ROCMetric, SirstMetrics
+
+        self.fixed = fixed
+        self.normalise = normalise
+        self.exact = SirstMetrics(threshold=0.5)
+        self.reference = SirstMetrics(threshold=0.5, protocol="reference")
+        self.roc = ROCMetric(curve_thresholds)
+
+    def update(self, score: np.ndarray, mask: np.ndarray, source: object) -> list[int]:
+        from sirst.metrics import SirstMetrics
+
+        if score.shape != mask.shape:
+            raise ValueError(f"{source}: mask size {mask.shape} differs from the response map {score.shape}")
+        score = np.asarray(score, dtype=np.float32)
+        if self.normalise:
+            score = normalise_response(score)
+        # The binary prediction is what both protocols score; the reference protocol resizes it
+        # (bilinear, > 0.5) to 256x256 like the public code's score maps.
+        pred = binarise(score, self.fixed).astype(np.float32)
+        one = SirstMetrics(threshold=0.5)
+        one.update([pred], [mask])
+        st = one.state()
+        self.exact.merge_state(st)
+        self.reference.update([pred], [mask])
+        self.roc.update([score], [mask])
+        seg, pdfa = st["segmentation"], st["pdfa"]
+        return [int(seg["intersection"]), int(seg["union"]), int(pdfa["num_targets"]), int(pdfa["matched"][0]),
+                int(pdfa["false_alarm_pixels"][0]), int(pdfa["num_pixels"])]
+
+    def state(self) -> dict[str, Any]:
+        return {"exact": self.exact.state(), "reference": self.reference.state(), "roc": self.roc.state()}
+
+    def merge_state(self, state: dict[str, Any]) -> None:
+        self.exact.merge_state(state["exact"])
+        self.reference.merge_state(state["reference"])
+        self.roc.merge_state(state["roc"])
+
+    def result(self, method: str, threshold: str, seconds: float, n: int) -> MethodResult:
+        res = MethodResult(method, threshold, self.exact.compute(), self.roc.compute(), seconds / max(n, 1), n)
+        res.extra["reference"] = self.reference.compute()
+        return res
+
+
+#: Columns of a cached image summary: pixels in the intersection and union of prediction and mask,
+#: ground-truth targets, detected targets, false-alarm pixels, image pixels (exact protocol).
+IMAGE_COLUMNS: tuple[str, ...] = ("seconds", "intersection", "union", "targets", "detected", "false_alarm_pixels", "pixels")
+
+
 def _accumulate(
     method: str, threshold: str, maps: Iterator[tuple[np.ndarray, float]], samples: Sequence[Sample], fixed: float | None, normalise: bool
 ) -> MethodResult:
     from sirst.data.io import read_mask
-    from sirst.metrics import ROCMetric, SirstMetrics
 
-    metrics = SirstMetrics(threshold=0.5)
-    roc = ROCMetric(CURVE_THRESHOLDS if normalise else NETWORK_CURVE_THRESHOLDS)
+    scorer = _Scorer(CURVE_THRESHOLDS if normalise else NETWORK_CURVE_THRESHOLDS, fixed, normalise)
     seconds = 0.0
     n = 0
     for sample, (score, dt) in zip(samples, maps):
-        mask = read_mask(sample.mask)
-        if score.shape != mask.shape:
-            raise ValueError(f"{sample.mask}: mask size {mask.shape} differs from the response map {score.shape}")
-        score = np.asarray(score, dtype=np.float32)
-        if normalise:
-            score = normalise_response(score)
-        metrics.update([binarise(score, fixed).astype(np.float32)], [mask])
-        roc.update([score], [mask])
+        scorer.update(score, read_mask(sample.mask), sample.mask)
         seconds += dt
         n += 1
     if n != len(samples):
         raise RuntimeError(f"{method}: got {n} maps for {len(samples)} images")
-    return MethodResult(method, threshold, metrics.compute(), roc.compute(), seconds / max(n, 1), n)
+    return scorer.result(method, threshold, seconds, n)
 
 
 def evaluate_classical(
@@ -184,6 +238,150 @@ def evaluate_classical(
     fixed = parse_threshold(threshold)
     maps = classical_maps(name, samples, jobs, progress)
     return _accumulate(name, "adaptive" if fixed is None else str(fixed), maps, samples, fixed, normalise=True)
+
+
+#: Version of the per-method cache files written by :func:`evaluate_classical_cached`.
+CACHE_FORMAT = 1
+
+
+def cache_path(cache_dir: str | os.PathLike, name: str) -> Path:
+    """The cache file of classical method ``name`` in ``cache_dir``: ``<name>.json``."""
+    return Path(cache_dir) / f"{safe_name(name)}.json"
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _read_cache(path: Path, meta: dict[str, Any], ids: set[str]) -> dict[str, Any] | None:
+    """The cache at ``path`` if it exists; ``ValueError`` when it belongs to another run."""
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: unreadable cache ({exc}); delete it to start this method again") from None
+    for key, want in meta.items():
+        if doc.get(key) != want:
+            raise ValueError(f"{path}: cached {key} {doc.get(key)!r} differs from this run's {want!r}; "
+                             "use another output folder or delete the file")
+    foreign = sorted(set(doc["images"]) - ids)
+    if foreign:
+        raise ValueError(f"{path}: the cache holds {len(foreign)} images that are not in this split "
+                         f"(e.g. {foreign[0]}); use another output folder or delete the file")
+    return doc
+
+
+def _write_atomic(path: Path, doc: dict[str, Any]) -> None:
+    # Written next to the target and renamed over it: a run killed mid-write leaves the previous file.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, separators=(",", ":")))
+    os.replace(tmp, path)
+
+
+def _maps_until(name: str, samples: Sequence[Sample], jobs: int, deadline: float | None) -> Iterator[tuple[Sample, tuple[np.ndarray, float]]]:
+    """``(sample, (response, seconds))`` in order until ``deadline`` (``time.monotonic()``) passes.
+
+    No image is started after the deadline; with ``jobs > 1`` at most ``2 * jobs`` images are in
+    flight, so the run ends soon after it (unstarted work is cancelled on exit).
+    """
+    def open_() -> bool:
+        return deadline is None or time.monotonic() < deadline
+
+    if jobs == 1:
+        for s in samples:
+            if not open_():
+                return
+            yield s, _run_classical((name, str(s.image)))
+        return
+    from collections import deque
+
+    pool = ProcessPoolExecutor(max_workers=jobs)
+    try:
+        todo = iter(samples)
+        flight: deque = deque()
+
+        def submit() -> None:
+            s = next(todo, None)
+            if s is not None and open_():
+                flight.append((s, pool.submit(_run_classical, (name, str(s.image)))))
+
+        for _ in range(2 * jobs):
+            submit()
+        while flight:
+            s, fut = flight.popleft()
+            res = fut.result()
+            submit()
+            yield s, res
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def evaluate_classical_cached(
+    name: str,
+    samples: Sequence[Sample],
+    cache_dir: str | os.PathLike,
+    threshold: str | float = "adaptive",
+    jobs: int = 1,
+    progress: bool = True,
+    deadline: float | None = None,
+) -> MethodResult:
+    """:func:`evaluate_classical` that keeps its results on disk and stops at a deadline.
+
+    After every image, ``cache_dir/<name>.json`` is rewritten (atomically) with the per-image
+    summaries (:data:`IMAGE_COLUMNS`, by image id) and the running metric sums; a later call
+    skips the images found there, so a killed or time-limited run continues where it stopped.
+
+    Args:
+        deadline: ``time.monotonic()`` value after which no further image is started (``None``: run
+            to the end).
+
+    Returns:
+        The result over the images done so far; ``extra["complete"]`` says whether that is every
+        sample, ``extra["images_total"]`` how many there are, ``extra["reference"]`` holds the
+        reference-protocol metrics.
+    """
+    from tqdm import tqdm
+
+    from sirst.classical import get_method
+    from sirst.data.io import read_mask
+
+    get_method(name)  # fail before touching the cache
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    fixed = parse_threshold(threshold)
+    label = "adaptive" if fixed is None else str(fixed)
+    path = cache_path(cache_dir, name)
+    meta = {"format": CACHE_FORMAT, "method": name, "threshold": label, "curve_thresholds": list(CURVE_THRESHOLDS)}
+    doc = _read_cache(path, meta, {s.id for s in samples})
+    scorer = _Scorer(CURVE_THRESHOLDS, fixed, normalise=True)
+    if doc is None:
+        doc = {**meta, "columns": list(IMAGE_COLUMNS), "images": {}, "state": None}
+    elif doc["state"] is not None:
+        scorer.merge_state(doc["state"])
+    todo = [s for s in samples if s.id not in doc["images"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=name, unit="img", disable=not progress)
+    try:
+        for sample, (score, dt) in _maps_until(name, todo, jobs, deadline):
+            row = scorer.update(score, read_mask(sample.mask), sample.mask)
+            doc["images"][sample.id] = [round(dt, 4), *row]
+            doc["state"] = _jsonable(scorer.state())
+            _write_atomic(path, doc)
+            bar.update()
+    finally:
+        bar.close()
+    done = len(doc["images"])
+    seconds = float(sum(v[0] for v in doc["images"].values()))
+    res = scorer.result(name, label, seconds, done)
+    res.extra.update({"complete": done == len(samples), "images_total": len(samples), "cache": str(path)})
+    return res
 
 
 def evaluate_network(weights: str | os.PathLike, samples: Sequence[Sample], device: str = "cpu", progress: bool = True, label: str | None = None) -> MethodResult:

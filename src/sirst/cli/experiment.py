@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, quick=args.quick, device=args.device, epochs=args.epochs,
         weights=_parse_weights(args.weights), jobs=args.jobs, progress=not args.no_progress,
         threads=args.threads if args.threads is not None else (1 if args.quick else None),
+        only=[o.strip() for o in args.only.split(",") if o.strip()] if args.only else None,
+        time_budget=args.time_budget, method_budget=args.method_budget,
     )
     res = run_experiment(args.recipe, opts)
     print(res.markdown.read_text())
@@ -40,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run a recipe (src/sirst/recipes/NAME.yaml, or a path to your own YAML): train the networks "
         "with the paper's protocol, score them (and the classical methods) on the test split and write "
         "OUT/NAME.md and OUT/NAME.json. --quick: tiny models and a few images (on a synthesized dataset when "
-        "--data is not given) to check the recipe end to end in a minute; interrupted runs resume.",
+        "--data is not given) to check the recipe end to end in a minute; interrupted runs resume (networks from "
+        "OUT/runs/, classical methods image by image from OUT/classical/).",
     )
     p.add_argument("recipe", help=f"{' | '.join(RECIPES)} or a recipe .yaml file")
     p.add_argument("--data", default=None, help="dataset root (required unless --quick)")
@@ -52,5 +55,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="score this checkpoint for row LABEL instead of training it (repeatable)")
     p.add_argument("--jobs", type=int, default=1, help="processes for the classical methods (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 with --quick, else torch's)")
+    p.add_argument("--only", default=None, metavar="ROWS",
+                   help="comma-separated rows to run (labels or classical method names, or 'classical' / 'networks'); "
+                        "default: every row")
+    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+                   help="stop starting classical images after S seconds; unfinished rows are reported as pending "
+                        "and the same command continues them (per-image results cached in OUT/classical/)")
+    p.add_argument("--method-budget", type=float, default=None, metavar="S",
+                   help="the same limit per classical method, so a slow method cannot take the whole budget")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars and epoch lines")
     p.set_defaults(func=run)
