@@ -23,7 +23,8 @@ def test_bundled_recipes_load_and_name_registered_models() -> None:
             r = load_recipe(name, quick)
             assert r.networks and all(n.model in list_models() for n in r.networks)
     full, quick = load_recipe("table2"), load_recipe("table2", quick=True)
-    assert full.classical == ["tophat", "maxmedian", "wslcm", "tllcm", "ipi", "nram", "ript", "pstnn"]
+    assert full.classical == ["tophat", "maxmedian", "wslcm", "tllcm", "ipi", "nram", "ript", "pstnn", "mslstipt"]
+    assert set(full.paper["NUAA-SIRST"]) == set(full.paper["NUDT-SIRST"]) == set(full.classical)
     assert [n.model for n in full.networks] == ["mdvsfa", "acm", "alcnet", "dnanet"]
     assert full.networks[3].model_kwargs == {} and full.train == {}  # the paper's protocol: TrainConfig defaults
     assert quick.networks[3].model_kwargs["widths"] == [4, 8, 16, 32, 64] and quick.train["epochs"] == 2

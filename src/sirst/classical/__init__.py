@@ -4,13 +4,10 @@ Every method is a function ``image (H, W) float -> response map (H, W) float32``
 more target-like (for the low-rank methods: the target component of the decomposition). Look them
 up by name with :func:`get_method`; :func:`list_methods` gives the valid names.
 
-MSLSTIPT (Sun, Liu, Hu, Li & Wang, "Infrared small target detection via spatial-temporal infrared
-patch-tensor model and weighted Schatten p-norm minimization" / multi-subspace learning and
-spatial-temporal patch-tensor, 2020) is a *multi-frame* method: its tensor stacks patches from a
-sequence of consecutive frames and the multi-subspace prior is learnt across them. On the single
-frames of NUAA-/NUDT-SIRST the temporal dimension has length one and the model degenerates to a
-single-frame patch-tensor model that is already represented here by RIPT/PSTNN, so it is listed as
-unsupported (see :data:`UNSUPPORTED`) rather than reported under a name it would not deserve.
+MSLSTIPT (Sun, Yang & An, TGRS 2021) is a multi-frame method; :func:`mslstipt` is its single-frame
+form for SIRST images (the temporal mode of its tensor becomes the patch index of one image) and
+:func:`mslstipt_sequence` the multi-frame form on consecutive video frames, see
+:mod:`sirst.classical.mslstipt`.
 """
 
 from __future__ import annotations
@@ -22,6 +19,7 @@ import numpy as np
 from sirst.classical.local_contrast import tllcm, wslcm
 from sirst.classical.low_rank import Decomposition, ipi, ipi_decompose, nram, nram_decompose, pstnn, pstnn_decompose, ript, ript_decompose
 from sirst.classical.morphology import maxmedian, tophat
+from sirst.classical.mslstipt import mslstipt, mslstipt_decompose, mslstipt_sequence, mslstipt_sequence_decompose
 
 Method = Callable[[np.ndarray], np.ndarray]
 
@@ -35,15 +33,11 @@ _METHODS: tuple[tuple[str, Method], ...] = (
     ("nram", nram),
     ("ript", ript),
     ("pstnn", pstnn),
+    ("mslstipt", mslstipt),
 )
 
-UNSUPPORTED: dict[str, str] = {
-    "mslstipt": (
-        "MSLSTIPT is a multi-frame method (spatial-temporal patch tensor over consecutive frames); "
-        "single-frame SIRST images have no temporal dimension, where it reduces to the single-frame "
-        "patch-tensor models ript/pstnn"
-    ),
-}
+#: Methods of the paper's Table II that are not available, with the reason (none at present).
+UNSUPPORTED: dict[str, str] = {}
 
 
 def list_methods() -> list[str]:
@@ -75,6 +69,10 @@ __all__ = [
     "ipi_decompose",
     "list_methods",
     "maxmedian",
+    "mslstipt",
+    "mslstipt_decompose",
+    "mslstipt_sequence",
+    "mslstipt_sequence_decompose",
     "nram",
     "nram_decompose",
     "pstnn",
