@@ -254,6 +254,210 @@ def make_sample(
 
 
 # ------------------------------------------------------------------------------------------------
+# Hard negatives: clutter that resembles targets but is not one
+# ------------------------------------------------------------------------------------------------
+
+# What real detectors alarm on, drawn without any target label. Each kind is a function
+# (rng, image (H, W) float32 in [0, 1]) -> image; they never write into the mask.
+CLUTTER_KINDS = ("edges", "coast", "hud", "text", "structures", "lamps", "hot_pixels", "fixed_pattern",
+                 "dark_sky", "horizon")
+
+
+def _edges(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Bright cloud edges: a thresholded fractal field with a sharp, sunlit rim."""
+    h, w = img.shape
+    field = _fractal(rng, h, w, rng.uniform(2.4, 3.2))
+    inside = (field > rng.uniform(0.3, 1.2)).astype(np.float32)
+    rim = cv2.morphologyEx(inside, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    rim = cv2.GaussianBlur(rim, (3, 3), 0)
+    return img + rng.uniform(0.03, 0.12) * inside + rng.uniform(0.05, 0.3) * rim
+
+
+def _coast(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """A coastline: warm land with a ragged boundary against cooler water (or the reverse)."""
+    h, w = img.shape
+    xs = np.arange(w, dtype=np.float32)
+    profile = h * rng.uniform(0.2, 0.8) + h * 0.08 * _fractal(rng, 1, w, 2.0)[0] + rng.uniform(-0.3, 0.3) * (xs - w / 2)
+    land = (np.arange(h, dtype=np.float32)[:, None] > profile[None, :]).astype(np.float32)
+    if rng.random() < 0.5:
+        land = 1.0 - land
+    texture = 0.05 * _fractal(rng, h, w, 1.8)
+    out = img * (1 - land) + land * (rng.uniform(0.3, 0.7) + texture)
+    # Surf and rocks: bright specks right on the boundary, the clutter most like a point target.
+    rim = cv2.morphologyEx(land, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    specks = (rng.random((h, w)) < 0.05).astype(np.float32) * rim
+    specks = cv2.GaussianBlur(cv2.dilate(specks, np.ones((2, 2), np.uint8)), (3, 3), 0)
+    return out + rng.uniform(0.1, 0.35) * specks
+
+
+def _hud(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Head-up display graphics: crosshairs, brackets, tick scales and boxes, saturated white or black."""
+    h, w = img.shape
+    out = img.copy()
+    value = 1.0 if rng.random() < 0.8 else 0.0
+    thick = int(rng.integers(1, 3))
+    cy, cx = int(rng.integers(h // 4, 3 * h // 4)), int(rng.integers(w // 4, 3 * w // 4))
+    gap, arm = int(rng.integers(3, 12)), int(rng.integers(10, 60))
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):  # crosshair with a hole in the middle
+        cv2.line(out, (cx + dx * gap, cy + dy * gap), (cx + dx * (gap + arm), cy + dy * (gap + arm)), value, thick)
+    if rng.random() < 0.7:  # centre dot or small box: the HUD part that looks most like a target
+        r = int(rng.integers(1, 3))
+        cv2.rectangle(out, (cx - r, cy - r), (cx + r, cy + r), value, -1 if rng.random() < 0.5 else 1)
+    for _ in range(int(rng.integers(0, 4))):  # corner brackets
+        x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
+        s = int(rng.integers(6, 20))
+        cv2.line(out, (x0, y0), (x0 + s, y0), value, thick)
+        cv2.line(out, (x0, y0), (x0, y0 + s), value, thick)
+    if rng.random() < 0.6:  # a tick scale along one border (heading or altitude tape)
+        y = int(rng.integers(4, h // 6)) if rng.random() < 0.5 else int(rng.integers(5 * h // 6, h - 4))
+        step = int(rng.integers(6, 16))
+        for x in range(int(rng.integers(0, step)), w, step):
+            cv2.line(out, (x, y), (x, y + int(rng.integers(2, 6))), value, 1)
+    return out
+
+
+def _text(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Overlay text: time stamps, coordinates, camera names (small fonts make dot-like glyphs)."""
+    h, w = img.shape
+    out = img.copy()
+    alphabet = "0123456789:.-+NSEWABCDEFHKMRTX "
+    for _ in range(int(rng.integers(1, 5))):
+        s = "".join(alphabet[int(i)] for i in rng.integers(0, len(alphabet), int(rng.integers(3, 14))))
+        scale = rng.uniform(0.25, 0.6)
+        org = (int(rng.integers(0, max(1, w - 40))), int(rng.integers(8, h)))
+        value = 1.0 if rng.random() < 0.8 else 0.0
+        glyphs = np.zeros((h, w), np.uint8)  # putText draws on 8-bit images only
+        cv2.putText(glyphs, s, org, int(rng.choice([cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_SIMPLEX])), scale, 255,
+                    1, cv2.LINE_AA if rng.random() < 0.5 else cv2.LINE_8)
+        alpha = glyphs.astype(np.float32) / 255.0
+        out = out * (1 - alpha) + value * alpha
+    return out
+
+
+def _structures(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Buildings with lit window grids and warm roof edges."""
+    h, w = img.shape
+    out = img.copy()
+    for _ in range(int(rng.integers(1, 4))):
+        bw, bh = int(rng.integers(w // 8, w // 3)), int(rng.integers(h // 6, h // 2))
+        x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(h // 4, h - bh + 1))
+        out[y0 : y0 + bh, x0 : x0 + bw] = rng.uniform(0.2, 0.55)
+        sx, sy = int(rng.integers(4, 10)), int(rng.integers(5, 12))
+        ww, wh = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        level = rng.uniform(0.08, 0.35)
+        lit = rng.uniform(0.2, 0.9)
+        for y in range(y0 + 2, y0 + bh - wh, sy):
+            for x in range(x0 + 2, x0 + bw - ww, sx):
+                if rng.random() < lit:
+                    out[y : y + wh, x : x + ww] += level
+    return cv2.GaussianBlur(out, (3, 3), 0)
+
+
+def _lamps(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Street lamps and lit vents: small hot blobs on poles or walls, in rows (context, not isolation)."""
+    h, w = img.shape
+    out = img.copy()
+    y = int(rng.integers(h // 5, 3 * h // 5))
+    x, step = int(rng.integers(5, 40)), int(rng.integers(25, 70))
+    pole = rng.uniform(0.05, 0.2)
+    while x < w - 3:
+        top = y + int(rng.integers(-6, 7))
+        cv2.line(out, (x, top), (x, h - 1), float(np.clip(img[min(top, h - 1), x] + pole, 0, 1)), 1)
+        r = rng.uniform(1.0, 2.5)
+        cv2.circle(out, (x, top), int(round(r)), float(rng.uniform(0.7, 1.0)), -1)
+        x += step + int(rng.integers(-5, 6))
+    return cv2.GaussianBlur(out, (3, 3), 0)
+
+
+def _hot_pixels(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Isolated defective pixels: single, sharp (no optical blur, unlike a real point target)."""
+    h, w = img.shape
+    out = img.copy()
+    n = int(rng.integers(3, 40))
+    ys, xs = rng.integers(0, h, n), rng.integers(0, w, n)
+    out[ys, xs] = np.where(rng.random(n) < 0.8, rng.uniform(0.6, 1.0, n), rng.uniform(0.0, 0.1, n))
+    return out
+
+
+def _fixed_pattern(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Fixed-pattern noise of an uncalibrated sensor: column and row offsets plus a little speckle."""
+    h, w = img.shape
+    cols = rng.normal(0, rng.uniform(0.005, 0.03), w).astype(np.float32)[None, :]
+    rows = rng.normal(0, rng.uniform(0.0, 0.015), h).astype(np.float32)[:, None]
+    return img + cols + rows + rng.uniform(0.005, 0.02) * rng.standard_normal((h, w)).astype(np.float32)
+
+
+def _dark_sky(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """A dark, nearly uniform sky stretched by automatic gain: the sensor noise dominates."""
+    h, w = img.shape
+    base = rng.uniform(0.03, 0.2) + 0.01 * _fractal(rng, h, w, 3.0)
+    noise = rng.uniform(0.01, 0.05) * rng.standard_normal((h, w)).astype(np.float32)
+    if rng.random() < 0.5:  # correlated noise blobs a few pixels wide
+        noise = cv2.GaussianBlur(noise, (0, 0), rng.uniform(0.6, 1.2)) * 2.0
+    return base + noise
+
+
+def _horizon(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """A sea horizon: a thin bright band with glints just below it."""
+    h, w = img.shape
+    y = int(rng.integers(h // 6, 5 * h // 6))
+    out = img.copy()
+    out[:y] = rng.uniform(0.3, 0.6) + 0.03 * _fractal(rng, y, w, 3.0)
+    band = int(rng.integers(1, 4))
+    out[y : y + band] += rng.uniform(0.1, 0.3)
+    glints = (rng.random((min(12, h - y), w)) < rng.uniform(0.002, 0.02)).astype(np.float32)
+    glints = cv2.dilate(glints, np.ones((1, int(rng.integers(1, 4))), np.uint8))
+    out[y : y + glints.shape[0]] += rng.uniform(0.1, 0.35) * glints
+    return cv2.GaussianBlur(out, (3, 3), 0)
+
+
+_CLUTTER = {"edges": _edges, "coast": _coast, "hud": _hud, "text": _text, "structures": _structures,
+            "lamps": _lamps, "hot_pixels": _hot_pixels, "fixed_pattern": _fixed_pattern, "dark_sky": _dark_sky,
+            "horizon": _horizon}
+
+
+def add_clutter(rng: np.random.Generator, image: np.ndarray, kinds: tuple[str, ...] | list[str]) -> np.ndarray:
+    """Draw the hard-negative clutter ``kinds`` (see :data:`CLUTTER_KINDS`) onto ``image``.
+
+    ``image`` float32 (H, W) in [0, 1]; returns a new array of the same shape, clipped to [0, 1].
+    Nothing drawn here is a target: masks are not touched.
+    """
+    out = image.astype(np.float32)
+    for kind in kinds:
+        if kind not in _CLUTTER:
+            raise ValueError(f"unknown clutter kind {kind!r}; valid: {', '.join(CLUTTER_KINDS)}")
+        out = _CLUTTER[kind](rng, out).astype(np.float32)
+    return np.clip(out, 0.0, 1.0)
+
+
+def make_hard_sample(
+    rng: np.random.Generator,
+    config: SynthConfig = SynthConfig(),
+    negative_p: float = 0.5,
+    background: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """A training sample with hard-negative clutter: a procedural (or given) background with one to
+    three clutter kinds; with probability ``negative_p`` no target at all (empty mask), else
+    targets placed as :func:`make_sample` does, over the clutter.
+
+    Returns ``image`` uint8 (H, W), ``mask`` bool (H, W), target records (see :func:`make_sample`).
+    """
+    size = config.size
+    if background is None:
+        background = make_background(rng, SCENE_KINDS[int(rng.integers(0, len(SCENE_KINDS)))], size)
+    n = int(rng.integers(1, 4))
+    kinds = [CLUTTER_KINDS[int(i)] for i in rng.choice(len(CLUTTER_KINDS), size=n, replace=False)]
+    # Dark sky replaces the scene, so it goes first; overlays (HUD, text, hot pixels) go last.
+    order = {k: i for i, k in enumerate(("dark_sky", "coast", "horizon", "edges", "structures", "lamps",
+                                         "fixed_pattern", "hot_pixels", "hud", "text"))}
+    kinds.sort(key=order.__getitem__)
+    cluttered = add_clutter(rng, background, kinds)
+    if rng.random() < negative_p:
+        return np.round(cluttered * 255).astype(np.uint8), np.zeros((size, size), bool), []
+    return make_sample(rng, config, background=cluttered)
+
+
+# ------------------------------------------------------------------------------------------------
 # Whole datasets
 # ------------------------------------------------------------------------------------------------
 
