@@ -356,3 +356,22 @@ def test_cache_of_another_split_or_threshold_is_refused(tiny_dataset, tmp_path) 
         evaluate_classical_cached("tophat", load_samples(tiny_dataset, subset="test"), tmp_path, progress=False)
     with pytest.raises(ValueError, match="cached threshold 'adaptive' differs"):
         evaluate_classical_cached("tophat", load_samples(tiny_dataset, subset="train"), tmp_path, threshold=0.3, progress=False)
+
+
+def test_cache_without_cpu_times_is_continued(tiny_dataset, tmp_path) -> None:
+    """A cache written before CPU times were kept gains the column (``None`` in its old rows)."""
+    import json
+
+    from sirst.classical.evaluate import IMAGE_COLUMNS, evaluate_classical_cached, load_samples
+
+    samples = load_samples(tiny_dataset, subset="train")
+    evaluate_classical_cached("tophat", samples[:2], tmp_path, progress=False)
+    path = tmp_path / "tophat.json"
+    doc = json.loads(path.read_text())
+    doc["columns"] = doc["columns"][:-1]
+    doc["images"] = {k: v[:-1] for k, v in doc["images"].items()}
+    path.write_text(json.dumps(doc))
+    res = evaluate_classical_cached("tophat", samples, tmp_path, progress=False)
+    assert res.extra["complete"] and res.extra["cpu_timed_images"] == 1 and res.extra["cpu_seconds_per_image"] >= 0
+    doc = json.loads(path.read_text())
+    assert doc["columns"] == list(IMAGE_COLUMNS) and sum(v[-1] is None for v in doc["images"].values()) == 2

@@ -450,7 +450,7 @@ def _columns(kind: str, paper: bool = False) -> list[tuple[str, str, str]]:
         paper_cols = [("paper_iou_x100", "paper IoU", "{:g}"), ("paper_pd_x100", "paper Pd", "{:g}"),
                       ("paper_fa_x1e6", "paper Fa", "{:g}")] if paper else []
         return [("method", "Method", "{}"), *metric_cols, *ref_cols, *paper_cols, ("seconds_per_image", "s / image", "{:.4f}"),
-                ("images", "images", "{}")]
+                ("cpu_seconds_per_image", "CPU s / image", "{:.4f}"), ("images", "images", "{}")]
     if kind == "models":
         return [("method", "Model", "{}"), ("params_m", "Params (M)", "{:.3f}"), *metric_cols]
     return [("real_percent", "Real images (%)", "{:.0f}"), ("real_images", "real", "{:d}"), ("synth_images", "synthesized", "{:d}"),

@@ -70,6 +70,8 @@ class MethodResult:
             "fa_x1e6": 1e6 * m["fa"],
             "seconds_per_image": self.seconds_per_image,
         }
+        if "cpu_seconds_per_image" in self.extra:
+            row["cpu_seconds_per_image"] = self.extra["cpu_seconds_per_image"]
         ref = self.extra.get("reference")
         if ref:  # the same predictions under the public code's protocol
             row.update({"iou_ref_x100": 100.0 * ref["iou"], "niou_ref_x100": 100.0 * ref["niou"],
@@ -106,6 +108,22 @@ def _run_classical(job: tuple[str, str]) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     out = fn(image)
     return out, time.perf_counter() - start
+
+
+def _run_classical_timed(job: tuple[str, str]) -> tuple[np.ndarray, float, float]:
+    """Worker: ``(method, image path)`` -> ``(response (H, W) float32, wall seconds, CPU seconds)``.
+
+    The CPU time of the worker process is what the method costs on this CPU even when other jobs
+    share it (wall time then grows, CPU time does not; single-threaded BLAS assumed)."""
+    from sirst.classical import get_method
+    from sirst.data.io import read_image
+
+    name, path = job
+    image = read_image(path)
+    fn = get_method(name)
+    start, cpu = time.perf_counter(), time.process_time()
+    out = fn(image)
+    return out, time.perf_counter() - start, time.process_time() - cpu
 
 
 def classical_maps(name: str, samples: Sequence[Sample], jobs: int = 1, progress: bool = True) -> Iterator[tuple[np.ndarray, float]]:
@@ -204,9 +222,11 @@ class _Scorer:
         return res
 
 
-#: Columns of a cached image summary: pixels in the intersection and union of prediction and mask,
-#: ground-truth targets, detected targets, false-alarm pixels, image pixels (exact protocol).
-IMAGE_COLUMNS: tuple[str, ...] = ("seconds", "intersection", "union", "targets", "detected", "false_alarm_pixels", "pixels")
+#: Columns of a cached image summary: wall seconds of the method, pixels in the intersection and
+#: union of prediction and mask, ground-truth targets, detected targets, false-alarm pixels, image
+#: pixels (exact protocol), CPU seconds of the method (``None`` in rows cached before it was kept).
+IMAGE_COLUMNS: tuple[str, ...] = ("seconds", "intersection", "union", "targets", "detected", "false_alarm_pixels", "pixels",
+                                  "cpu_seconds")
 
 
 def _accumulate(
@@ -285,8 +305,8 @@ def _write_atomic(path: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _maps_until(name: str, samples: Sequence[Sample], jobs: int, deadline: float | None) -> Iterator[tuple[Sample, tuple[np.ndarray, float]]]:
-    """``(sample, (response, seconds))`` in order until ``deadline`` (``time.monotonic()``) passes.
+def _maps_until(name: str, samples: Sequence[Sample], jobs: int, deadline: float | None) -> Iterator[tuple[Sample, tuple[np.ndarray, float, float]]]:
+    """``(sample, (response, wall s, CPU s))`` in order until ``deadline`` (``time.monotonic()``) passes.
 
     No image is started after the deadline; with ``jobs > 1`` at most ``2 * jobs`` images are in
     flight, so the run ends soon after it (unstarted work is cancelled on exit).
@@ -298,7 +318,7 @@ def _maps_until(name: str, samples: Sequence[Sample], jobs: int, deadline: float
         for s in samples:
             if not open_():
                 return
-            yield s, _run_classical((name, str(s.image)))
+            yield s, _run_classical_timed((name, str(s.image)))
         return
     from collections import deque
 
@@ -310,7 +330,7 @@ def _maps_until(name: str, samples: Sequence[Sample], jobs: int, deadline: float
         def submit() -> None:
             s = next(todo, None)
             if s is not None and open_():
-                flight.append((s, pool.submit(_run_classical, (name, str(s.image)))))
+                flight.append((s, pool.submit(_run_classical_timed, (name, str(s.image)))))
 
         for _ in range(2 * jobs):
             submit()
@@ -337,6 +357,8 @@ def evaluate_classical_cached(
     After every image, ``cache_dir/<name>.json`` is rewritten (atomically) with the per-image
     summaries (:data:`IMAGE_COLUMNS`, by image id) and the running metric sums; a later call
     skips the images found there, so a killed or time-limited run continues where it stopped.
+    Besides wall time, each image's CPU time is kept (``extra["cpu_seconds_per_image"]``): on a
+    shared machine it is the better measure of what the method costs.
 
     Args:
         deadline: ``time.monotonic()`` value after which no further image is started (``None``: run
@@ -363,15 +385,22 @@ def evaluate_classical_cached(
     scorer = _Scorer(CURVE_THRESHOLDS, fixed, normalise=True)
     if doc is None:
         doc = {**meta, "columns": list(IMAGE_COLUMNS), "images": {}, "state": None}
-    elif doc["state"] is not None:
-        scorer.merge_state(doc["state"])
+    else:
+        if doc["state"] is not None:
+            scorer.merge_state(doc["state"])
+        if doc["columns"] != list(IMAGE_COLUMNS):  # a cache from before CPU time was kept
+            missing = len(IMAGE_COLUMNS) - len(doc["columns"])
+            if doc["columns"] != list(IMAGE_COLUMNS[: len(doc["columns"])]) or missing < 1:
+                raise ValueError(f"{path}: unknown cache columns {doc['columns']}; delete the file to start again")
+            doc["columns"] = list(IMAGE_COLUMNS)
+            doc["images"] = {k: [*v, *([None] * missing)] for k, v in doc["images"].items()}
     todo = [s for s in samples if s.id not in doc["images"]]
     path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=name, unit="img", disable=not progress)
     try:
-        for sample, (score, dt) in _maps_until(name, todo, jobs, deadline):
+        for sample, (score, dt, cpu) in _maps_until(name, todo, jobs, deadline):
             row = scorer.update(score, read_mask(sample.mask), sample.mask)
-            doc["images"][sample.id] = [round(dt, 4), *row]
+            doc["images"][sample.id] = [round(dt, 4), *row, round(cpu, 4)]
             doc["state"] = _jsonable(scorer.state())
             _write_atomic(path, doc)
             bar.update()
@@ -379,8 +408,10 @@ def evaluate_classical_cached(
         bar.close()
     done = len(doc["images"])
     seconds = float(sum(v[0] for v in doc["images"].values()))
+    cpu = [v[-1] for v in doc["images"].values() if v[-1] is not None]
     res = scorer.result(name, label, seconds, done)
-    res.extra.update({"complete": done == len(samples), "images_total": len(samples), "cache": str(path)})
+    res.extra.update({"complete": done == len(samples), "images_total": len(samples), "cache": str(path),
+                      "cpu_seconds_per_image": float(np.mean(cpu)) if cpu else float("nan"), "cpu_timed_images": len(cpu)})
     return res
 
 
