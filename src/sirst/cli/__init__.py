@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sirst.cli.visualize",
     "sirst.cli.experiment",
     "sirst.cli.bench",
+    "sirst.cli.window",
 )
 
 
