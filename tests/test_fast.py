@@ -423,3 +423,23 @@ def test_cuda_graph_step_equals_eager_steps():
     cpu_gray, cpu_mask = augment_batch(bank_cpu, params[0].cpu(), 32)
     torch.testing.assert_close(gray.cpu(), cpu_gray, rtol=0, atol=1e-5)
     assert torch.equal(mask.cpu(), cpu_mask)
+
+
+def test_bench_section_times_the_fast_path_and_skips_it_on_cpu_by_default():
+    from sirst.bench import Peak, count_flops
+    from sirst.bench.fast_train import bench_fast_training
+    from sirst.bench.run import BenchConfig, _fast_training, format_report
+
+    model = tiny_model()
+    flops = count_flops(model, 32, train=True)
+    r = bench_fast_training(model, torch.device("cpu"), runs=2, batch=2, size=32, steps=1, flops_per_image=flops,
+                            peak=Peak(100.0, "test"), amp=False, images=4)
+    assert [row["runs"] for row in r["rows"]] == [1, 2] and not r["graphs"]
+    for row in r["rows"]:
+        assert row["img_per_s"] > 0 and row["pct_peak"] == pytest.approx(100 * row["gflops"] / 100.0)
+    skipped = _fast_training(BenchConfig(), model, torch.device("cpu"), flops, {})
+    assert "skipped" in skipped
+    text = format_report({"device": "cpu", "torch": "x", "threads": 1, "model": "m", "weights": "w",
+                          "config": {"size": 32}, "flops_per_image": 1, "train_flops_per_image": 1, "peaks": {},
+                          "inference": [], "fast_training": r})
+    assert "Training fast path" in text and "img/s a run" in text

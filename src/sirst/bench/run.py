@@ -60,6 +60,8 @@ class BenchConfig:
     train_batch: int = 16
     train_repeats: int = 3
     skip_train: bool = False
+    fast_runs: int | None = None  # fast-path training runs side by side (None: 3 on CUDA, skipped on CPU)
+    fast_steps: int = 20  # timed steps per fast-path run
     eval_maps: int = 500
     eval_threads: int | None = None  # None: every core (the public loop is single-threaded anyway)
     skip_eval: bool = False
@@ -417,7 +419,21 @@ def _run_bench(cfg: BenchConfig) -> dict[str, Any]:
         report["metrics"] = bench_metrics(cfg)
     if not cfg.skip_train:
         report["training"] = bench_training(cfg, model, device, train_flops, peaks)
+        report["fast_training"] = _fast_training(cfg, model, device, train_flops, peaks)
     return report
+
+
+def _fast_training(cfg: BenchConfig, model: nn.Module, device: torch.device, train_flops: int,
+                   peaks: dict[str, Peak]) -> dict[str, Any]:
+    """The CUDA training fast path (sirst window): one run alone and ``fast_runs`` side by side."""
+    from sirst.bench.fast_train import bench_fast_training
+
+    runs = cfg.fast_runs if cfg.fast_runs is not None else (3 if device.type == "cuda" else 0)
+    if runs < 1:
+        return {"skipped": "on the CPU by default (pass --fast-runs N to time it here too)"}
+    amp = device.type == "cuda"  # bf16 as a window trains; fp32 on a CPU
+    return bench_fast_training(model, device, runs, cfg.train_batch, cfg.size, cfg.fast_steps, train_flops,
+                               peaks["bf16" if amp else "fp32"], amp=amp, seed=cfg.seed)
 
 
 def _device_name(device: torch.device) -> str:
@@ -464,6 +480,17 @@ def format_report(r: dict[str, Any]) -> str:
         for row in r["training"]:
             lines.append(f"{row['label']:<44} {row['img_per_s']:>7.2f} {row['speedup']:>5.2f}x {row['gflops']:>8.1f} "
                          f"{_f(row['pct_peak'], '.1f'):>6}")
+    fast = r.get("fast_training")
+    if fast and "rows" in fast:
+        lines += ["", f"Training fast path (sirst window: data and augmentation on the device, each step "
+                      f"{'one CUDA graph' if fast['graphs'] else 'eager'}, batch {fast['batch']}, {fast['precision']}; "
+                      f"capture {fast['capture_s']:.1f} s)",
+                  f"{'runs at once':<14} {'img/s':>9} {'img/s a run':>12} {'GFLOP/s':>9} {'%peak':>6}"]
+        for row in fast["rows"]:
+            lines.append(f"{row['runs']:<14} {row['img_per_s']:>9.1f} {row['img_per_s_per_run']:>12.1f} "
+                         f"{row['gflops']:>9.1f} {_f(row['pct_peak'], '.2f'):>6}")
+    elif fast:
+        lines += ["", f"Training fast path: skipped {fast['skipped']}"]
     if "metrics" in r:
         lines += ["", f"Metric evaluation ({r['metrics'][0]['maps']} maps of 256x256, in memory, "
                       f"{r['metrics'][0].get('threads', '?')} torch threads; the public loop is single-threaded; "

@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, warmup=args.warmup, repeats=args.repeats, variants=args.variants,
         compile=args.compile, train_batch=args.train_batch, train_repeats=args.train_repeats,
         skip_train=args.skip_train, eval_maps=args.eval_maps, eval_threads=args.eval_threads,
+        fast_runs=args.fast_runs, fast_steps=args.fast_steps,
         skip_eval=args.skip_eval,
         peak_gflops=args.peak_gflops, peak_gflops_half=args.peak_gflops_half, progress=not args.quiet,
     )
@@ -66,6 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--train-batch", type=int, default=16, help="training batch (default 16, the paper's)")
     p.add_argument("--train-repeats", type=int, default=3, help="timed training steps per variant (default 3)")
     p.add_argument("--skip-train", action="store_true", help="no training benchmark")
+    p.add_argument("--fast-runs", type=int, default=None, metavar="N",
+                   help="training fast-path runs timed side by side (sirst window; default 3 on CUDA, none on CPU)")
+    p.add_argument("--fast-steps", type=int, default=20, help="timed steps per fast-path run (default 20)")
     p.add_argument("--eval-maps", type=int, default=500, help="score maps for the metric benchmark (default 500)")
     p.add_argument("--eval-threads", type=int, default=None,
                    help="torch threads of the metric benchmark (default: every core; the public loop it is "
