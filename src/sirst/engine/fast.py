@@ -492,15 +492,22 @@ class FastStep:
         eager_values = [float(v) for v in eager[:2]]
         self._restore(snapshot)
         self._clear_grads()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_loss = self._body()
-        self._restore(snapshot)
-        graphed = []
-        for k in range(2):
-            self.static_params.copy_(first[k])
-            graph.replay()
-            graphed.append(float(static_loss))
+        graphed: list[float] = []
+        try:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_loss = self._body()
+            self._restore(snapshot)
+            for k in range(2):
+                self.static_params.copy_(first[k])
+                graph.replay()
+                graphed.append(float(static_loss))
+        except RuntimeError as exc:  # an operation that cannot be captured: train eagerly instead
+            torch.cuda.synchronize(self.device)
+            self.graph_check = {"graph": False, "eager": eager_values, "error": f"{type(exc).__name__}: {exc}"}
+            self._restore(snapshot)
+            self._clear_grads()
+            return self.graph_check
         self._restore(snapshot)
         ok = all(math.isfinite(a) and abs(a - b) <= self.options.graph_tolerance * max(1.0, abs(a))
                  for a, b in zip(eager_values, graphed))
@@ -570,8 +577,17 @@ def compact_state(ckpt: dict[str, Any]) -> dict[str, Any]:
 
 
 def expand_state(state: dict[str, Any]) -> dict[str, Any]:
-    """A resumable checkpoint (fp32 weights, ``optimizer`` = [Adagrad state dict]) from either a
-    full checkpoint (returned as it is) or a :func:`compact_state`."""
+    """A resumable checkpoint (fp32 weights, ``optimizer`` = [Adagrad state dict]) from a full
+    checkpoint (returned as it is), a :func:`compact_state`, or a compact state of
+    ``sirst.checkpoint.compact_training_state`` (bf16 statistics: 19 MB for DNANet-ResNet18, too large
+    for one file returned from a device, hence the 8-bit accumulators here)."""
+    if state.get("compact"):  # sirst.checkpoint's compact format (bf16 statistics), e.g. a CPU long run's state
+        from sirst import checkpoint
+
+        expand = getattr(checkpoint, "expand_training_state", None)
+        if expand is None:
+            raise ValueError("a compact training state of sirst.checkpoint, which this installation cannot expand")
+        return expand(state)
     if "compact_optimizer" not in state:
         return state
     opt = state["compact_optimizer"]

@@ -121,6 +121,7 @@ class WindowPlan:
     runs: list[RunPlan]
     checkpoint_every_s: float = 60.0
     reserve_s: float = 30.0  # a run starts no epoch that would end later than deadline - reserve
+    abort_s: float = 10.0  # a run still inside an epoch this close to the deadline stops mid-epoch
     status_every_s: float = 5.0
     log_every_s: float = 30.0
     inflight_steps: int = 16  # steps a run may have queued on the GPU ahead of the host
@@ -190,8 +191,8 @@ def validate_plan(plan: WindowPlan, where: str = "plan") -> None:
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"{where}: run {r.name!r}: {message}")
-    if plan.checkpoint_every_s <= 0 or plan.reserve_s < 0 or plan.inflight_steps < 1:
-        raise ValueError(f"{where}: checkpoint_every_s must be > 0, reserve_s >= 0, inflight_steps >= 1")
+    if plan.checkpoint_every_s <= 0 or plan.reserve_s < 0 or plan.abort_s < 0 or plan.inflight_steps < 1:
+        raise ValueError(f"{where}: checkpoint_every_s must be > 0, reserve_s and abort_s >= 0, inflight_steps >= 1")
 
 
 def load_plan(spec: str | os.PathLike) -> WindowPlan:
@@ -487,6 +488,8 @@ class _Run:
         self.last_ckpt_epoch = 0
         self.last_ckpt_time = time.time()
         self.ckpt_evals = 0  # evaluations the last checkpoint knew of
+        self.partial_steps = 0  # steps of an epoch cut short at the deadline (in the weights, not in `epoch`)
+        self.steps_before = 0
         self.eval_set = PackedEvalSet(data.val_items, plan.in_channels, plan.protocol, plan.base_size)
 
     # -- setup ---------------------------------------------------------------------------------
@@ -507,6 +510,8 @@ class _Run:
             raise ValueError(f"{path}: holds {ckpt['model_name']!r} {ckpt['model_kwargs']}, run {self.plan.name!r} "
                              f"trains {self.cfg.model!r} {self.model_kwargs}")
         saved = ckpt.get("config") or {}
+        if saved.get("optimizer", "adagrad") != "adagrad" or len(ckpt["optimizer"]) != 1:
+            raise ValueError(f"{path}: was trained with {saved.get('optimizer')!r}; the fast path trains with adagrad")
         for key in ("seed", "batch_size", "crop_size", "base_size", "val_fraction", "max_train_images", "in_channels"):
             if key in saved and saved[key] != getattr(self.cfg, key):
                 raise ValueError(f"{path}: was trained with {key}={saved[key]!r}, the plan now says "
@@ -523,6 +528,7 @@ class _Run:
         self.last_metrics = ckpt.get("metrics")
         self.history = [h for h in window.get("history", []) if h["epoch"] <= self.epoch]
         self.ckpt_evals = len(self.history)
+        self.steps_before = int(window.get("partial_steps", 0))  # a cut-short epoch's steps, for Adagrad's count
         self.resumed_from = str(path)
         if self.epoch >= self.plan.epochs:
             self.state = "finished"
@@ -533,7 +539,7 @@ class _Run:
                                   weight_decay=self.plan.weight_decay, amp=self.plan.amp,
                                   channels_last=self.plan.channels_last, cuda_graphs=self.plan.cuda_graphs)
         self.step = FastStep(self.model, self.optimizer, bank, self.plan.batch_size, options, self.device)
-        self.step.steps = self.epoch * self.steps_per_epoch
+        self.step.steps = self.epoch * self.steps_per_epoch + self.steps_before
         # Evaluation reads a copy of the weights, so training goes on while it runs.
         self.eval_model = copy.deepcopy(self.model).eval().requires_grad_(False)
 
@@ -589,6 +595,17 @@ class _Run:
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()  # constant: only its epoch count, which checkpoints carry
         self.pending.append((self.epoch, stats, self.epoch_start, event))
+
+    def abort_epoch(self) -> None:
+        """Stop inside an epoch (the deadline is near): its steps stay in the weights, the epoch does
+        not count, and a resume repeats it from its start."""
+        assert self.step is not None
+        with self._ctx():
+            self.step.take_stats()  # a partial epoch's losses are not reported
+        self.partial_steps, self.step_in_epoch, self.epoch_params = self.step_in_epoch, 0, None
+        self.state = "stopped"
+        self.log(f"{self.plan.name}: stopped {self.partial_steps} of {self.steps_per_epoch} steps into epoch "
+                 f"{self.epoch + 1} at the deadline; the checkpoint keeps them, a resume repeats that epoch")
 
     def poll(self, block: bool = False) -> None:
         """Read the statistics of finished epochs (all queued ones when ``block``)."""
@@ -663,7 +680,8 @@ class _Run:
         ckpt = _checkpoint(self.cfg, _Frozen(weights), self.model_kwargs, self.epoch, [_Frozen(opt)],  # type: ignore[list-item]
                            [self.scheduler], self.last_metrics, self.best_epoch, self.best_iou, "val")
         ckpt["window"] = {"run": self.plan.name, "train": self.plan.train, "val_extra": self.plan.val_extra,
-                          "counts": self.data.counts, "history": list(self.history), "plan": dataclasses.asdict(self.plan)}
+                          "counts": self.data.counts, "history": list(self.history), "plan": dataclasses.asdict(self.plan),
+                          "partial_steps": self.partial_steps}
         return event, ckpt
 
 
@@ -788,7 +806,7 @@ class _Window:
                 self.futures.append((run.plan.name, self.writer.submit(_write_best, run.dir, run.best_weights(epoch))))
             self.emit(f"{run.plan.name} epoch {epoch}/{run.plan.epochs}: loss {line['loss']} val IoU {line['iou']} "
                       f"Pd {line['pd']} Fa {line['fa']} ({line['seconds']:.1f} s){' best' if line['improved'] else ''}")
-            if run.state in ("finished", "stopped") and epoch == run.epoch:
+            if run.state in ("finished", "stopped") and epoch == run.epoch and not run.partial_steps:
                 self.checkpoint(run)  # its final state, with the final evaluation in it
 
     def check_writes(self, wait: bool = False) -> None:
@@ -928,7 +946,8 @@ def _status(status: dict[str, Any], runs: list[_Run], t0: float) -> dict[str, An
     status["runs"] = {r.plan.name: {
         "state": r.state, "epoch": r.epoch, "epochs": r.plan.epochs, "img_per_s": r.img_per_s, "loss": r.last_loss,
         "best_iou": _json_float(r.best_iou), "best_epoch": r.best_epoch, "last_eval_epoch": r.last_eval_epoch,
-        "checkpoint_epoch": r.last_ckpt_epoch, "images": r.images, "graph": bool(r.step and r.step.graph is not None),
+        "checkpoint_epoch": r.last_ckpt_epoch, "partial_steps": r.partial_steps, "images": r.images,
+        "graph": bool(r.step and r.step.graph is not None),
         "resumed_from": r.resumed_from, "error": r.error,
         "last_eval": {k: _json_float(v) for k, v in (r.last_metrics or {}).items()
                       if k in ("iou", "niou", "pd", "fa", "seconds")},
@@ -941,8 +960,12 @@ def _loop(w: _Window, deadline: float, stop: threading.Event, status: dict[str, 
     last_status = last_log = 0.0
     while True:
         launched = 0
+        late = time.time() > deadline - w.plan.abort_s
         for run in w.runs:
             if run.state != "training":
+                continue
+            if late and run.step_in_epoch > 0:
+                run.abort_epoch()
                 continue
             for _ in range(run.plan.share):
                 if run.step_in_epoch == 0:
@@ -989,13 +1012,14 @@ def _finish(w: _Window) -> None:
     while w.evaluator.busy:
         w.handle_evals(block=True)
     for run in w.runs:
-        if run.state != "failed" and run.step is not None and run.epoch > run.last_eval_epoch:
+        # Not after a cut-short epoch: its weights are not those of any whole epoch.
+        if run.state != "failed" and run.step is not None and run.epoch > run.last_eval_epoch and not run.partial_steps:
             w.submit_eval(run)
     while w.evaluator.busy:
         w.handle_evals(block=True)
     for run in w.runs:
         if run.state != "failed" and run.step is not None and (
-                run.epoch > run.last_ckpt_epoch or len(run.history) != run.ckpt_evals
+                run.epoch > run.last_ckpt_epoch or len(run.history) != run.ckpt_evals or run.partial_steps
                 or not (run.dir / "state.pt").is_file()):
             w.checkpoint(run)
     w.check_writes(wait=True)
