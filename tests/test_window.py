@@ -250,3 +250,29 @@ def test_budget_counts_tracked_files_and_carried_paths(tmp_path):
     assert b["tracked"] == 1000 + len("runs/\n") and b["untracked"] == 10 and b["carry"] == {"runs/pack": 500}
     assert b["fits"] and b["room"] == 2000 - b["total"]
     assert not tree_budget(repo, ["runs/pack"], limit=1000)["fits"]
+
+
+def test_a_failed_evaluation_is_logged_and_training_goes_on(tiny_pack, tmp_path, monkeypatch):
+    import importlib
+
+    from sirst.engine.window import train_window
+
+    evaluation = importlib.import_module("sirst.engine.evaluate")  # the module (sirst.engine re-exports the function)
+
+    real, calls = evaluation.evaluate, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate", flaky)
+    plan = plan_from_dict({"defaults": {**TINY_DEFAULTS, "epochs": 3}, "runs": [{"name": "a", "train": ["tiny"]}],
+                           "reserve_s": 0.0})
+    lines: list[str] = []
+    status = train_window(plan, tiny_pack, tmp_path / "w", time.time() + 60, device="cpu", workers=1, log=lines.append)
+    run = status["runs"]["a"]
+    assert status["state"] == "done" and run["epoch"] == 3 and run["eval_failures"] == 1
+    assert any("evaluating epoch 1 failed: RuntimeError: CUDA out of memory" in s for s in lines)
+    assert run["best_epoch"] is not None and (tmp_path / "w" / "a" / "best.pt").is_file()

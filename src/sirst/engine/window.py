@@ -484,6 +484,7 @@ class _Run:
         self.images = 0
         self.eval_busy = False  # a snapshot of this run is being evaluated
         self.eval_wanted = False  # an evaluation is due and waits for the previous one to finish
+        self.eval_failures = 0
         self.last_eval_epoch = 0  # the epoch of the latest evaluation handed to the evaluator
         self.last_ckpt_epoch = 0
         self.last_ckpt_time = time.time()
@@ -740,22 +741,23 @@ class _Evaluator:
                                  amp=False, channels_last=run.plan.channels_last, protocol=run.plan.protocol,
                                  progress=False)
                 self.results.put((run, epoch, m, None))
-            except BaseException as exc:  # handed to the main thread
+            except BaseException as exc:  # reported by the main thread, which trains on
                 self.results.put((run, epoch, None, exc))
 
-    def take(self, block: bool = False) -> list[tuple[_Run, int, dict[str, Any]]]:
-        """Finished evaluations (waiting for at least one when ``block`` and any is running)."""
+    def take(self, block: bool = False) -> list[tuple[_Run, int, dict[str, Any] | None, BaseException | None]]:
+        """Finished evaluations ``(run, epoch, metrics, error)`` (waiting for at least one when ``block``
+        and any is running)."""
         out = []
         while self.busy:
             try:
-                run, epoch, m, exc = self.results.get(block=block and not out)
+                item = self.results.get(block=block and not out, timeout=300 if block and not out else None)
             except queue.Empty:
+                if block and not out:
+                    raise RuntimeError("an evaluation has not finished in 5 minutes") from None
                 break
             self.busy -= 1
-            run.eval_busy = False
-            if exc is not None:
-                raise RuntimeError(f"evaluating run {run.plan.name!r} at epoch {epoch} failed: {exc}") from exc
-            out.append((run, epoch, m))
+            item[0].eval_busy = False
+            out.append(item)
         return out
 
     def close(self) -> None:
@@ -798,8 +800,12 @@ class _Window:
         run.last_ckpt_epoch, run.last_ckpt_time, run.ckpt_evals = run.epoch, time.time(), len(run.history)
 
     def handle_evals(self, block: bool = False) -> None:
-        for run, epoch, m in self.evaluator.take(block):
+        for run, epoch, m, error in self.evaluator.take(block):
             if run.state == "failed":
+                continue
+            if m is None:  # training goes on; the next due epoch is evaluated again
+                self.emit(f"{run.plan.name}: evaluating epoch {epoch} failed: {type(error).__name__}: {error}")
+                run.eval_failures += 1
                 continue
             line = run.record_eval(epoch, m)
             if line["improved"]:
@@ -948,7 +954,7 @@ def _status(status: dict[str, Any], runs: list[_Run], t0: float) -> dict[str, An
         "best_iou": _json_float(r.best_iou), "best_epoch": r.best_epoch, "last_eval_epoch": r.last_eval_epoch,
         "checkpoint_epoch": r.last_ckpt_epoch, "partial_steps": r.partial_steps, "images": r.images,
         "graph": bool(r.step and r.step.graph is not None),
-        "resumed_from": r.resumed_from, "error": r.error,
+        "resumed_from": r.resumed_from, "error": r.error, "eval_failures": r.eval_failures,
         "last_eval": {k: _json_float(v) for k, v in (r.last_metrics or {}).items()
                       if k in ("iou", "niou", "pd", "fa", "seconds")},
     } for r in runs}
