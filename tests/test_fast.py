@@ -85,7 +85,8 @@ def test_gpu_augmentation_equals_train_augment():
     worst = 0.0
     for seed in range(150):
         k = seed % len(sizes)
-        cpu_image, cpu_mask = train_augment(images[k].astype(np.float32) / 255, masks[k], np.random.default_rng(seed), 64, 32)
+        rng = np.random.default_rng(seed)
+        cpu_image, cpu_mask = train_augment(images[k].astype(np.float32) / 255, masks[k], rng, 64, 32)
         flip, oh, ow, y, x, sigma = draw_augment(np.random.default_rng(seed), *sizes[k], 64, 32)
         gray, mask = augment_batch(bank, torch.tensor([[k, flip, oh, ow, y, x, sigma]], dtype=torch.float32), 32)
         assert gray.shape == mask.shape == (1, 1, 32, 32)
@@ -235,7 +236,8 @@ def test_step_from_parameters_is_the_same_step():
     params = torch.from_numpy(epoch_params(_sources([tuple(s) for s in bank.sizes]), 0, 0, 4, 64, 32)[0])
     fast.step(params)
     other.step_on_batch(*other.make_batch(params))
-    assert fast.graph_check == {} and fast.capture(params[None].repeat(2, 1, 1)) == {"graph": False, "reason": "not CUDA"}
+    assert fast.graph_check == {}
+    assert fast.capture(params[None].repeat(2, 1, 1)) == {"graph": False, "reason": "not CUDA"}
     for p, q in zip(fast.model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     torch.testing.assert_close(fast.take_stats(), other.take_stats())
@@ -338,7 +340,8 @@ def test_window_checkpoints_resume_in_sirst_train_and_evaluate(tmp_path):
     })
     status = train_window(plan, tmp_path / "p.pack", tmp_path / "w", time.time() + 60, device="cpu", workers=1,
                           log=lambda _: None)
-    assert status["state"] == "done" and status["runs"]["a"]["epoch"] == 3 and status["runs"]["a"]["state"] == "finished"
+    assert status["state"] == "done"
+    assert status["runs"]["a"]["epoch"] == 3 and status["runs"]["a"]["state"] == "finished"
     run = tmp_path / "w" / "a"
     last = read_checkpoint(run / "last.pt")
     assert {"model_name", "model_kwargs", "state_dict", "epoch", "optimizer", "scheduler", "rng", "config", "metrics",

@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from sirst.cli import main
-from sirst.data.pack import load_labelled, load_negatives, peak_crops, read_manifest, read_pack, write_pack
+from sirst.data.pack import load_labelled, peak_crops, read_manifest, read_pack, write_pack
 from sirst.engine.window import load_plan, plan_from_dict, read_status
 
 TINY_DEFAULTS = dict(backbone="resnet10", model_kwargs={"widths": [4, 8, 8, 16, 16]}, batch_size=4, crop_size=32,
@@ -107,7 +107,8 @@ def test_bundled_paper_plan():
     plan = load_plan("paper")
     assert [r.name for r in plan.runs] == ["nuaa", "nudt", "general"]
     for r in plan.runs:
-        assert (r.lr, r.batch_size, r.crop_size, r.base_size, r.epochs, r.val_fraction) == (0.05, 16, 256, 256, 1500, 0.1)
+        protocol = (r.lr, r.batch_size, r.crop_size, r.base_size, r.epochs, r.val_fraction)
+        assert protocol == (0.05, 16, 256, 256, 1500, 0.1)
         assert r.amp and r.channels_last and r.cuda_graphs and r.model == "dnanet"
     general = plan.runs[2]
     assert general.synth is not None and "synth" in general.train and general.val_extra == ["negatives_val"]
@@ -165,7 +166,8 @@ def test_window_starts_detached_stops_itself_and_resumes(tiny_pack, tmp_path, ca
     summary = json.loads((back / "window.json").read_text())
     evaluated = [e["epoch"] for e in summary["evaluations"]["a"]]
     # Evaluations run in the background; one due while the previous runs is taken at the next epoch end.
-    assert summary["status"]["state"] == "done" and evaluated[-1] == run["epoch"] and evaluated == sorted(set(evaluated))
+    assert summary["status"]["state"] == "done"
+    assert evaluated[-1] == run["epoch"] and evaluated == sorted(set(evaluated))
     first_epoch = run["epoch"]
 
     # A second window in the same folder continues from last.pt; stopped early, it still saves.

@@ -27,7 +27,8 @@ def _bank_images(n: int, size: int, seed: int) -> tuple[list[np.ndarray], list[n
     return [np.asarray(p[0], np.uint8) for p in pairs], [np.asarray(p[1], bool) for p in pairs]
 
 
-def _time_rounds(steps: list[Any], streams: list[Any], params: torch.Tensor, rounds: int, device: torch.device) -> float:
+def _time_rounds(steps: list[Any], streams: list[Any], params: torch.Tensor, rounds: int,
+                 device: torch.device) -> float:
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)

@@ -201,7 +201,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             c.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
         c.add_argument("--resume-from", default=None, help="folder of RUN-state.pt files returned by an earlier window")
         c.add_argument("--device", default="cuda", help="cuda (default) or cpu")
-        c.add_argument("--workers", type=int, default=None, help="CPU processes for decoding and synthesis (default all)")
+        c.add_argument("--workers", type=int, default=None,
+                       help="CPU processes for decoding and synthesis (default all)")
         c.set_defaults(func=func)
 
     c = sub.add_parser("wait", help="follow a window, printing progress; collect results every minute")

@@ -247,7 +247,8 @@ def read_pack(path: str | os.PathLike, names: list[str] | None = None, workers: 
             for i, (im, size) in enumerate(zip(images, meta["sizes"])):
                 if list(im.shape) != list(size):
                     raise ValueError(f"{path}: {name}/{meta['ids'][i]} decodes to {im.shape}, manifest says {size}")
-            extra = {k: v for k, v in meta.items() if k not in ("name", "kind", "root", "split", "ids", "sizes", "bytes")}
+            own = ("name", "kind", "root", "split", "ids", "sizes", "bytes")
+            extra = {k: v for k, v in meta.items() if k not in own}
             out[name] = PackedSource(name=name, kind=meta["kind"], root=meta["root"], split=meta["split"],
                                      ids=list(meta["ids"]), images=images, masks=masks, extra=extra)
     return out

@@ -153,7 +153,8 @@ def plan_from_dict(data: dict[str, Any], where: str = "plan") -> WindowPlan:
             raise ValueError(f"{where}: run {k + 1}: needs 'name' and 'train'")
         if merged.get("synth") is not None:
             synth = merged["synth"]
-            bad = sorted(set(synth) - {f.name for f in dataclasses.fields(SynthPlan)}) if isinstance(synth, dict) else ["synth"]
+            known = {f.name for f in dataclasses.fields(SynthPlan)}
+            bad = sorted(set(synth) - known) if isinstance(synth, dict) else ["synth"]
             if bad:
                 raise ValueError(f"{where}: run {merged['name']}: synth: unknown keys {bad}")
             merged["synth"] = SynthPlan(**synth)
@@ -177,7 +178,8 @@ def validate_plan(plan: WindowPlan, where: str = "plan") -> None:
             (r.synth is None or SYNTH in r.train, f"has synth settings but '{SYNTH}' is not in train"),
             (r.epochs >= 1, f"epochs must be >= 1, got {r.epochs}"),
             (r.batch_size >= 1, f"batch_size must be >= 1, got {r.batch_size}"),
-            (r.crop_size >= 16 and r.crop_size % 16 == 0, f"crop_size must be a positive multiple of 16, got {r.crop_size}"),
+            (r.crop_size >= 16 and r.crop_size % 16 == 0,
+             f"crop_size must be a positive multiple of 16, got {r.crop_size}"),
             (r.lr > 0, f"lr must be > 0, got {r.lr}"),
             (0.0 < r.val_fraction < 1.0, f"val_fraction must be in (0, 1): checkpoints are chosen on a carve "
                                          f"of the training data, never on test; got {r.val_fraction}"),
@@ -434,7 +436,8 @@ def _async_copy(obj: Any) -> Any:
 class _Run:
     """A run's model, optimizer, fast step, schedule state and bookkeeping."""
 
-    def __init__(self, plan: RunPlan, data: RunData, out: Path, device: torch.device, log: Callable[[str], None]) -> None:
+    def __init__(self, plan: RunPlan, data: RunData, out: Path, device: torch.device,
+                 log: Callable[[str], None]) -> None:
         from sirst.engine.config import TrainConfig
         from sirst.engine.steps import make_optimizer
         from sirst.engine.train import build_model, make_scheduler, seed_everything
@@ -622,7 +625,8 @@ class _Run:
             self.images += self.steps_per_epoch * self.plan.batch_size
             if bad > 0 and self.state != "failed":
                 self.state = "failed"
-                self.error = f"non-finite training loss in epoch {epoch}; the last checkpoint is from epoch {self.last_ckpt_epoch}"
+                self.error = (f"non-finite training loss in epoch {epoch}; the last checkpoint is from epoch "
+                              f"{self.last_ckpt_epoch}")
                 self.log(f"{self.plan.name}: {self.error}")
 
     def drain(self) -> None:
@@ -678,11 +682,12 @@ class _Run:
             weights = _async_copy(self.model.state_dict())
             opt = _async_copy(self.optimizer.state_dict())
             event = self._event()
-        ckpt = _checkpoint(self.cfg, _Frozen(weights), self.model_kwargs, self.epoch, [_Frozen(opt)],  # type: ignore[list-item]
+        frozen_opt: Any = _Frozen(opt)
+        ckpt = _checkpoint(self.cfg, _Frozen(weights), self.model_kwargs, self.epoch, [frozen_opt],
                            [self.scheduler], self.last_metrics, self.best_epoch, self.best_iou, "val")
         ckpt["window"] = {"run": self.plan.name, "train": self.plan.train, "val_extra": self.plan.val_extra,
-                          "counts": self.data.counts, "history": list(self.history), "plan": dataclasses.asdict(self.plan),
-                          "partial_steps": self.partial_steps}
+                          "counts": self.data.counts, "history": list(self.history),
+                          "plan": dataclasses.asdict(self.plan), "partial_steps": self.partial_steps}
         return event, ckpt
 
 
@@ -903,8 +908,8 @@ def train_window(
             (run.dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in run.history))
             run.build_step()
             runs.append(run)
-            emit(f"{r.name}: {data.counts}, {run.steps_per_epoch} steps of {r.batch_size} per epoch, "
-                 f"{'resumed from ' + run.resumed_from + ' at epoch ' + str(run.epoch) if run.resumed_from else 'from scratch'}")
+            origin = f"resumed from {run.resumed_from} at epoch {run.epoch}" if run.resumed_from else "from scratch"
+            emit(f"{r.name}: {data.counts}, {run.steps_per_epoch} steps of {r.batch_size} per epoch, {origin}")
         del pack, pools
         status["state"] = "capturing"
         _write_json(out / _STATUS, status)
@@ -1032,7 +1037,8 @@ def _finish(w: _Window) -> None:
 
 
 def _progress_line(runs: list[_Run], deadline: float) -> str:
-    parts = [f"left {deadline - time.time():.0f}s, {sum(r.img_per_s or 0 for r in runs if r.state == 'training'):.0f} img/s"]
+    rate = sum(r.img_per_s or 0 for r in runs if r.state == "training")
+    parts = [f"left {deadline - time.time():.0f}s, {rate:.0f} img/s"]
     for r in runs:
         best = f"{r.best_iou:.4f}@{r.best_epoch}" if r.best_epoch is not None else "-"
         rate = f"{r.img_per_s:.0f} img/s" if r.img_per_s else "- img/s"

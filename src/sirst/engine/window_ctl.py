@@ -243,7 +243,8 @@ def wait_window(
         if collect_to is not None and (done or over or now - last_collect >= collect_every):
             summary = collect(out, collect_to, **collect_options)
             if done or over:
-                say(f"collected into {collect_to}: " + ", ".join(f"{k} {v / MIB:.1f} MiB" for k, v in summary["collected"].items())
+                files = ", ".join(f"{k} {v / MIB:.1f} MiB" for k, v in summary["collected"].items())
+                say(f"collected into {collect_to}: {files}"
                     + (f"; left out: {'; '.join(summary['left_out'])}" if summary["left_out"] else ""))
             last_collect = now
         if done or over:
@@ -255,7 +256,8 @@ def wait_window(
 # What travels to the device
 
 
-def tree_budget(repo: str | os.PathLike, carry: Sequence[str | os.PathLike] = (), limit: int = 64 * MIB) -> dict[str, Any]:
+def tree_budget(repo: str | os.PathLike, carry: Sequence[str | os.PathLike] = (),
+                limit: int = 64 * MIB) -> dict[str, Any]:
     """Bytes that a device call would send: git's tracked and untracked-not-ignored files of ``repo``
     plus the ``carry`` paths (files or folders), against ``limit``."""
     repo = Path(repo)
