@@ -394,34 +394,40 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 @cuda
 def test_cuda_graph_step_equals_eager_steps():
+    """Graph replay on a side stream == eager steps. Gradients are compared on the first step only:
+    CUDA backward kernels add with atomics (run to run differences ~1e-7), and Adagrad turns a
+    near-zero gradient of either sign into a full step, so later parameters may differ where the
+    gradient is ~0 while the losses stay equal."""
     device = torch.device("cuda")
     bank_cpu, images, masks = random_bank([(40, 56), (64, 48), (33, 70), (50, 50)], seed=1, p=0.05)
     bank = ImageBank(images, masks, device)
     sources = _sources([im.shape for im in images])
     params = torch.from_numpy(np.concatenate([epoch_params(sources, 0, e, 4, 64, 32) for e in range(4)])).to(device)
-    models = [tiny_model().to(device) for _ in range(2)]
-    options = FastStepOptions(crop_size=32, amp=False, channels_last=True)
-    steps = []
-    for k, m in enumerate(models):
-        m.to(memory_format=torch.channels_last)
-        steps.append(FastStep(m, torch.optim.Adagrad(m.parameters(), lr=0.05), bank, 4,
-                              FastStepOptions(**{**options.__dict__, "cuda_graphs": k == 0}), device))
+    models = [tiny_model().to(device).to(memory_format=torch.channels_last) for _ in range(2)]
+    steps = [FastStep(m, torch.optim.Adagrad(m.parameters(), lr=0.05), bank, 4,
+                      FastStepOptions(crop_size=32, amp=False, cuda_graphs=k == 0), device)
+             for k, m in enumerate(models)]
     check = steps[0].capture(params[:2])
     assert check["graph"] and steps[0].graph is not None, check
     stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):  # replayed on a side stream, as the window does
-        for s in range(len(params)):
-            steps[0].step(params[s])
-    torch.cuda.current_stream().wait_stream(stream)
+    stream.wait_stream(torch.cuda.current_stream())  # the capture restored the weights on this stream
     for s in range(len(params)):
+        with torch.cuda.stream(stream):  # replayed on a side stream, as the window does
+            steps[0].step(params[s])
+        torch.cuda.current_stream().wait_stream(stream)
         steps[1].step(params[s])
-    for p, q in zip(models[0].parameters(), models[1].parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
-    torch.testing.assert_close(steps[0].take_stats(), steps[1].take_stats(), rtol=1e-3, atol=1e-4)
+        graphed, eager = steps[0].take_stats(), steps[1].take_stats()
+        torch.testing.assert_close(graphed, eager, rtol=1e-3, atol=1e-5)
+        if s == 0:
+            for (name, p), q in zip(models[0].named_parameters(), models[1].parameters()):
+                torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-6, msg=name)
+    close = sum(int(((p - q).abs() <= 1e-3).sum()) for p, q in zip(models[0].parameters(), models[1].parameters()))
+    assert close / sum(p.numel() for p in models[0].parameters()) > 0.99
     # bf16 + channels_last, as the window trains: the capture's own check passes.
     m = tiny_model().to(device).to(memory_format=torch.channels_last)
     bf16 = FastStep(m, torch.optim.Adagrad(m.parameters(), lr=0.05), bank, 4, FastStepOptions(crop_size=32), device)
     assert bf16.capture(params[:2])["graph"]
+    # The augmentation computes the same crops on the GPU as on the CPU.
     gray, mask = augment_batch(bank, params[0], 32)
     cpu_gray, cpu_mask = augment_batch(bank_cpu, params[0].cpu(), 32)
     torch.testing.assert_close(gray.cpu(), cpu_gray, rtol=0, atol=1e-5)

@@ -281,14 +281,17 @@ def blur_kernels(sigma: torch.Tensor) -> torch.Tensor:
 def gaussian_blur_batch(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian blur of each image with its own sigma, OpenCV's reflect-101 border.
 
-    ``x`` ``(B, 1, H, W)`` float32, ``sigma`` ``(B,)`` (0: unchanged) -> ``(B, 1, H, W)``.
+    ``x`` ``(B, 1, H, W)`` float32, ``sigma`` ``(B,)`` (0: unchanged) -> ``(B, 1, H, W)``. Written as
+    nine shifted, weighted sums per direction (plain float32 arithmetic, so the same on every device;
+    a cuDNN convolution would round through TF32 on a GPU).
     """
-    b, _, hgt, wid = x.shape
-    k = blur_kernels(sigma)
-    planes = x.reshape(1, b, hgt, wid)
-    planes = F.conv2d(F.pad(planes, (_BLUR_RADIUS, _BLUR_RADIUS, 0, 0), mode="reflect"), k[:, None, None, :], groups=b)
-    planes = F.conv2d(F.pad(planes, (0, 0, _BLUR_RADIUS, _BLUR_RADIUS), mode="reflect"), k[:, None, :, None], groups=b)
-    return planes.reshape(b, 1, hgt, wid)
+    _, _, hgt, wid = x.shape
+    k = blur_kernels(sigma)[:, None, None, :]  # (B, 1, 1, 9)
+    taps = 2 * _BLUR_RADIUS + 1
+    padded = F.pad(x, (_BLUR_RADIUS, _BLUR_RADIUS, 0, 0), mode="reflect")
+    rows = sum(padded[..., i : i + wid] * k[..., i : i + 1] for i in range(taps))
+    padded = F.pad(rows, (0, 0, _BLUR_RADIUS, _BLUR_RADIUS), mode="reflect")
+    return sum(padded[..., i : i + hgt, :] * k[..., i : i + 1] for i in range(taps))
 
 
 def norm_stats(in_channels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
