@@ -278,3 +278,14 @@ def test_a_failed_evaluation_is_logged_and_training_goes_on(tiny_pack, tmp_path,
     assert status["state"] == "done" and run["epoch"] == 3 and run["eval_failures"] == 1
     assert any("evaluating epoch 1 failed: RuntimeError: CUDA out of memory" in s for s in lines)
     assert run["best_epoch"] is not None and (tmp_path / "w" / "a" / "best.pt").is_file()
+
+
+def test_start_without_cuda_says_so(tiny_pack, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    plan = _write_plan(tmp_path / "plan.yaml")
+    assert main(["window", "start", "--plan", str(plan), "--pack", str(tiny_pack), "--out", str(tmp_path / "o")]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -56,8 +56,15 @@ def _train_args(args: argparse.Namespace, deadline: float) -> list[str]:
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
+    import torch
+
     from sirst.data.pack import read_manifest
     from sirst.engine.window import SYNTH, load_plan
+
+    if args.device.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda[:i], got {args.device!r}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available here (use --device cpu to try it on a CPU)")
 
     plan = load_plan(args.plan)
     available = {s["name"] for s in read_manifest(args.pack)["sources"]}
@@ -101,6 +108,8 @@ def run_train(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())  # finish the epoch, evaluate, save, exit
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # outlive the calling command's terminal
     deadline = args.deadline if args.deadline is not None else time.time() + 60.0 * args.minutes
+    if args.deadline is None:
+        _check_inputs(args)
     status = train_window(load_plan(args.plan), args.pack, args.out, deadline, device=args.device,
                           resume_dir=args.resume_from, stop=stop, workers=args.workers)
     return 0 if status["state"] == "done" else 1
