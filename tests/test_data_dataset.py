@@ -61,9 +61,13 @@ def test_root_split_name_selects_root_level_files(tmp_path):
 
 
 def test_sixteen_bit_images_load(tmp_path):
+    from sirst.data.io import InputRangeWarning
+
     root = make_folder(tmp_path / "d", ["a", "b", "c"], sixteen_bit=True)
-    s = SirstDataset(root, subset="test", mode="eval", in_channels=1)[0]
-    expected = (22 / 65535 - 0.449) / 0.226  # mean/std of the ImageNet stats for one channel
+    with pytest.warns(InputRangeWarning, match="nearly uniform"):  # a constant frame
+        s = SirstDataset(root, subset="test", mode="eval", in_channels=1)[0]
+    # 16-bit files are read in their data's bit depth: values that fit in 8 bits are 8-bit data.
+    expected = (22 / 255 - 0.449) / 0.226  # mean/std of the ImageNet stats for one channel
     assert s["image"].shape == (1, 48, 64)
     assert abs(float(s["image"][0, 0, 0]) - expected) < 1e-3
 
@@ -111,8 +115,10 @@ def test_error_messages_start_with_the_path(tmp_path):
 
 def test_rgb_and_sixteen_bit_files_read_like_grayscale(tmp_path):
     root = make_folder(tmp_path / "d", ["a", "b", "c"])
+    gray = np.asarray(Image.open(root / "images" / "c.png")).copy()
+    gray[0, 0] = 255  # a full-range frame: its 16-bit copy (x 257) uses the full 16 bits
+    Image.fromarray(gray).save(root / "images" / "c.png")
     expected = SirstDataset(root, subset="test", mode="eval")[0]
-    gray = np.asarray(Image.open(root / "images" / "c.png"))
     mask = np.asarray(Image.open(root / "masks" / "c.png"))
     Image.fromarray(np.dstack([gray] * 3)).save(root / "images" / "c.png")  # RGB, equal channels
     Image.fromarray(np.dstack([mask] * 3)).save(root / "masks" / "c.png")

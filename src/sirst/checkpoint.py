@@ -58,6 +58,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = resolve_weights(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file not found")
+    if path.suffix.lower() == ".onnx":
+        raise ValueError(f"{path}: is an ONNX model, not a sirst checkpoint; run it with `sirst detect --backend "
+                         "onnxruntime --weights FILE.onnx`, or pass the .pt checkpoint it was exported from")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # torch raises many types for a damaged file
@@ -71,14 +74,45 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def model_from_checkpoint(
-    ckpt: dict[str, Any] | str | os.PathLike, device: str | torch.device = "cpu"
+    ckpt: dict[str, Any] | str | os.PathLike, device: str | torch.device = "cpu", source: str | None = None
 ) -> nn.Module:
-    """Build the checkpoint's model, load its weights (any stored dtype) and return it in eval mode."""
+    """Build the checkpoint's model, load its weights (any stored dtype) and return it in eval mode.
+
+    Raises ``ValueError`` (naming ``source``, the file, when known) for an unknown model name,
+    options the model does not take, or weights whose names or shapes do not fit the model.
+    """
     from sirst.models import create_model
 
     if not isinstance(ckpt, dict):
+        source = source or str(ckpt)
         ckpt = read_checkpoint(ckpt)
-    model = create_model(ckpt["model_name"], **ckpt.get("model_kwargs", {}))
+    where = source or "checkpoint"
+    name, kwargs = ckpt.get("model_name"), ckpt.get("model_kwargs", {})
+    try:
+        model = create_model(str(name), **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{where}: cannot build its model {name!r} {kwargs} ({exc})") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-    model.load_state_dict(state)
+    load_state_dict_checked(model, state, where)
     return model.to(device).eval()
+
+
+def load_state_dict_checked(model: nn.Module, state: dict[str, Any], where: str) -> None:
+    """``model.load_state_dict(state)`` with a one-line ``ValueError`` naming ``where`` and the
+    first missing, unexpected or differently shaped tensor (torch's message spans many lines)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or extra or shapes:
+        parts = []
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} tensor(s) of other shapes (e.g. {k}: {tuple(state[k].shape)} in the file, "
+                         f"{tuple(own[k].shape)} in the model)")
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+        raise ValueError(f"{where}: weights do not fit the model {type(model).__name__}: {'; '.join(parts)}")
+    model.load_state_dict(state)

@@ -56,6 +56,9 @@ class OnnxRunner:
             raise FileNotFoundError(f"{path}: ONNX file not found")
         try:
             options = ort.SessionOptions()
+            # The CPU arena keeps its high-water mark and grows in powers of two: 3.4 GB per million
+            # input pixels for DNANet against 1.9 GB without it, at no measurable speed cost here.
+            options.enable_cpu_mem_arena = False
             if threads:
                 options.intra_op_num_threads = threads
             self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])

@@ -2,13 +2,29 @@
 
 ``Detector`` turns grayscale images of any size into probability maps and targets (8-connected
 components of ``probability > threshold`` with centroid, area, bounding box and peak score).
-``run_detection`` walks files, folders and videos and writes ``detections.csv``, ``masks/`` and
-``overlays/``.
+``run_detection`` walks files, folders and videos and writes ``detections.csv``, ``masks/``,
+``overlays/`` and optionally ``scores/``.
+
+Memory is bounded by pixels, not by image count: one forward pass holds at most ``max_pixels``
+input pixels (DNANet needs ~1.75 GB of activations per million pixels on the CPU), and frames
+larger than that are tiled. Frames up to ``max_pixels`` (512x512 by default) run whole and match
+``sirst eval`` exactly. Tiled frames do not: DNANet's channel attention pools over its whole input,
+so a tile sees other statistics than the frame, and detections close to the threshold can appear,
+vanish or split. Tolerance, tested on cluttered mosaics of the sample images with the bundled
+``nuaa`` weights (centroids < 3 px apart count as the same target): 384x384 in 256-pixel tiles,
+13 of 14 targets agree both ways and 37 of 301 mask pixels differ; 768x768 in the default
+512-pixel tiles, 72 of 80 targets found plus 1 extra, 53 of 829 mask pixels differ; in 720-pixel
+tiles (``--max-pixels 524288``), all 80 found plus 2 extra, 8 of 829 pixels differ. Larger tiles
+agree better: ``--max-pixels`` trades memory for agreement.
+
+Coordinates: ``x`` is the column and ``y`` the row, in pixels from the centre of the top-left
+pixel; bounding boxes are ``[x0, x1) x [y0, y1)`` (start inclusive, end exclusive).
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -20,12 +36,19 @@ import torch
 import torch.nn as nn
 from scipy.special import expit
 
-from sirst.data.io import IMAGE_EXTENSIONS, read_image, to_network_input, write_png
+from sirst.data.io import IMAGE_EXTENSIONS, normalize_raw, read_image, to_network_input, write_png
 from sirst.optimize import in_channels_of, optimize_for_inference
 from sirst.targets import Target, extract_targets
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv")
-CSV_COLUMNS = ("image", "target", "x", "y", "area", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "peak_score")
+CSV_COLUMNS = ("image", "target", "x", "y", "area", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "peak_score",
+               "source")
+#: Input pixels per forward pass (N x H x W after padding): DNANet peaks at ~1.75 GB of activations per
+#: million pixels on the CPU (ONNX Runtime ~1.9 GB), so 2**18 keeps `sirst detect` under 1.5 GB RSS
+#: for any frame size: a 3840x2160 frame peaks at 0.92 GB (torch) and 1.13 GB (ONNX Runtime); 2**19
+#: measured 1.49 GB and 1.76 GB.
+DEFAULT_MAX_PIXELS = 2**18
+SCORE_FORMATS = ("png", "npy")
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -45,10 +68,14 @@ class Detector:
             ``(N, C, H, W)`` tensor to logits ``(N, 1, H, W)``, with an optional ``size_divisor``.
         device: where the network runs.
         threshold: probability above which a pixel is a target (0.5 = logit 0).
-        tile: images whose side exceeds ``tile`` are processed in overlapping ``tile`` x ``tile``
-            tiles (bounded memory) and the logits averaged over overlaps; ``0`` disables tiling.
+        tile: ``None`` (default): frames of up to ``max_pixels`` pixels run whole, larger ones in
+            the largest square tiles that fit ``max_pixels``; an int: frames whose side exceeds
+            ``tile`` run in ``tile`` x ``tile`` tiles; ``0``: never tile. Logits are averaged
+            where tiles overlap.
         overlap: overlap of neighbouring tiles in pixels.
-        batch_size: images (or tiles) per forward pass.
+        batch_size: most images (or tiles) per forward pass.
+        max_pixels: most input pixels per forward pass (the batch is cut by pixels as well as by
+            count); a single frame larger than this runs alone only when tiling is off.
         optimize: run an ``nn.Module`` through :func:`sirst.optimize.optimize_for_inference`
             (a BN-folded, channels_last, inference-mode copy; logits equal to ~1e-5). Other
             callables are used as they are.
@@ -61,17 +88,30 @@ class Detector:
         model: Callable[[torch.Tensor], torch.Tensor],
         device: str | torch.device = "cpu",
         threshold: float = 0.5,
-        tile: int = 512,
+        tile: int | None = None,
         overlap: int = 64,
         batch_size: int = 8,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
         optimize: bool = True,
         precision: str = "fp32",
         compile: bool = False,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold is a probability in (0, 1), got {threshold}")
-        self.device = torch.device(device)
+        if batch_size < 1 or max_pixels < 1 or overlap < 0:
+            raise ValueError(f"batch_size and max_pixels must be >= 1 and overlap >= 0, got {batch_size}, "
+                             f"{max_pixels}, {overlap}")
         self.divisor = int(getattr(model, "size_divisor", 1))
+        self.max_pixels = int(max_pixels)
+        self.auto_tile = tile is None
+        if tile is None:
+            side = math.isqrt(self.max_pixels)
+            tile = side - side % self.divisor
+        self.tile = tile - tile % self.divisor if tile else 0
+        if tile and (self.tile <= 0 or overlap >= self.tile):
+            what = f"max_pixels {max_pixels} gives tiles of {self.tile}" if self.auto_tile else f"tile ({tile})"
+            raise ValueError(f"{what}: tiles must be a multiple of {self.divisor} larger than overlap ({overlap})")
+        self.device = torch.device(device)
         self.in_channels = in_channels_of(model)
         if isinstance(model, nn.Module):
             if optimize:
@@ -80,11 +120,8 @@ class Detector:
                 model = model.to(self.device).eval()
         self.model = model
         self.threshold = threshold
-        self.tile = tile - tile % self.divisor if tile else 0
-        if tile and (self.tile <= 0 or overlap >= self.tile):
-            raise ValueError(f"tile ({tile}) must be a multiple of {self.divisor} larger than overlap ({overlap})")
         self.overlap = overlap
-        self.batch_size = max(1, batch_size)
+        self.batch_size = batch_size
 
     # -- low level -------------------------------------------------------------------------------
 
@@ -95,41 +132,55 @@ class Detector:
                 out = out[-1]
             return out[:, 0].float().cpu()
 
+    def _padded_shape(self, h: int, w: int) -> tuple[int, int]:
+        return h + (-h) % self.divisor, w + (-w) % self.divisor
+
     def _padded_input(self, gray: np.ndarray) -> torch.Tensor:
         h, w = gray.shape
-        ph, pw = (-h) % self.divisor, (-w) % self.divisor
-        return to_network_input(np.pad(gray, ((0, ph), (0, pw))), self.in_channels)
+        ph, pw = self._padded_shape(h, w)
+        return to_network_input(np.pad(gray, ((0, ph - h), (0, pw - w))), self.in_channels)
+
+    def needs_tiles(self, h: int, w: int) -> bool:
+        """Whether an ``h`` x ``w`` frame is processed in tiles."""
+        if not self.tile:
+            return False
+        if self.auto_tile:
+            ph, pw = self._padded_shape(h, w)
+            return ph * pw > self.max_pixels
+        return max(h, w) > self.tile
+
+    def _windows(self, h: int, w: int) -> list[tuple[int, int, int, int]]:
+        """``(y, x, height, width)`` of the pieces an ``h`` x ``w`` frame is run in."""
+        if not self.needs_tiles(h, w):
+            return [(0, 0, h, w)]
+        return [(y, x, min(self.tile, h), min(self.tile, w))
+                for y in tile_starts(h, self.tile, self.overlap) for x in tile_starts(w, self.tile, self.overlap)]
 
     def predict_logits(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Logit maps ``(H, W)`` float32 for grayscale images ``(H, W)`` in [0, 1] of any sizes."""
-        results: list[np.ndarray | None] = [None] * len(images)
-        pieces: list[tuple[int, int, int, torch.Tensor]] = []  # (image index, y, x, input)
-        for k, gray in enumerate(images):
-            h, w = gray.shape
-            if self.tile and max(h, w) > self.tile:
-                for y in tile_starts(h, self.tile, self.overlap):
-                    for x in tile_starts(w, self.tile, self.overlap):
-                        pieces.append((k, y, x, self._padded_input(gray[y : y + self.tile, x : x + self.tile])))
-            else:
-                pieces.append((k, 0, 0, self._padded_input(gray)))
+        """Logit maps ``(H, W)`` float32 for grayscale images ``(H, W)`` in [0, 1] of any sizes.
+
+        Pieces of the same padded shape share forward passes of at most ``batch_size`` pieces and
+        ``max_pixels`` pixels; inputs are built only when their batch runs (bounded memory).
+        """
         sums = [np.zeros(g.shape, np.float32) for g in images]
         counts = [np.zeros(g.shape, np.float32) for g in images]
-        # Same-shape pieces share a forward pass.
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for idx, piece in enumerate(pieces):
-            by_shape.setdefault(tuple(piece[3].shape), []).append(idx)
-        for idxs in by_shape.values():
-            for start in range(0, len(idxs), self.batch_size):
-                chunk = [pieces[i] for i in idxs[start : start + self.batch_size]]
-                logits = self._forward(torch.stack([p[3] for p in chunk])).numpy()
-                for (k, y, x, _), out in zip(chunk, logits):
-                    th = min(sums[k].shape[0] - y, out.shape[0])
-                    tw = min(sums[k].shape[1] - x, out.shape[1])
+        by_shape: dict[tuple[int, int], list[tuple[int, int, int, int, int]]] = {}
+        for k, gray in enumerate(images):
+            for y, x, th, tw in self._windows(*gray.shape):
+                by_shape.setdefault(self._padded_shape(th, tw), []).append((k, y, x, th, tw))
+        for (ph, pw), pieces in by_shape.items():
+            per_pass = max(1, min(self.batch_size, self.max_pixels // (ph * pw)))
+            for start in range(0, len(pieces), per_pass):
+                chunk = pieces[start : start + per_pass]
+                batch = torch.stack([self._padded_input(images[k][y : y + th, x : x + tw]) for k, y, x, th, tw in chunk])
+                logits = self._forward(batch).numpy()
+                del batch
+                for (k, y, x, th, tw), out in zip(chunk, logits):
                     sums[k][y : y + th, x : x + tw] += out[:th, :tw]
                     counts[k][y : y + th, x : x + tw] += 1
         for k in range(len(images)):
-            results[k] = sums[k] / counts[k]
-        return results  # type: ignore[return-value]
+            sums[k] /= counts[k]
+        return sums
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -156,7 +207,76 @@ class InputItem:
     load: Callable[[], np.ndarray]
 
 
-def _video_frames(path: Path) -> Iterator[InputItem]:
+@dataclass(frozen=True)
+class InputFile:
+    """An image or video file to process, found directly or inside a folder."""
+
+    path: Path
+    kind: str  # "image" or "video"
+
+
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def list_inputs(
+    inputs: Iterable[str | os.PathLike],
+    on_error: Callable[[str], None],
+    on_skip: Callable[[str], None] | None = None,
+) -> list[InputFile]:
+    """The image and video files of ``inputs`` (files, and folders searched recursively, sorted).
+
+    A missing path or a folder without images or videos is passed to ``on_error``. Files in a folder
+    that are neither (e.g. ``notes.txt``) are skipped and counted in one ``on_skip`` message per
+    folder; hidden files (``.name``) are ignored.
+    """
+    found: list[InputFile] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            files, other = [], []
+            for f in sorted(path.rglob("*")):
+                if not f.is_file() or f.name.startswith("."):
+                    continue
+                if f.suffix.lower() in IMAGE_EXTENSIONS:
+                    files.append(InputFile(f, "image"))
+                elif _is_video(f):
+                    files.append(InputFile(f, "video"))
+                else:
+                    other.append(f)
+            if other and on_skip is not None:
+                shown = ", ".join(f.name for f in other[:3]) + (", ..." if len(other) > 3 else "")
+                on_skip(f"{path}: skipped {len(other)} file(s) that are neither images nor videos ({shown})")
+            if not files:
+                on_error(f"{path}: folder has no images ({', '.join(IMAGE_EXTENSIONS)}) "
+                         f"or videos ({', '.join(VIDEO_EXTENSIONS)})")
+            found.extend(files)
+        elif path.is_file():
+            found.append(InputFile(path, "video" if _is_video(path) else "image"))
+        else:
+            on_error(f"{path}: no such file or folder")
+    return found
+
+
+def count_frames(files: Iterable[InputFile]) -> int | None:
+    """Images plus video frames as the containers declare them (``None`` when a video does not say)."""
+    total = 0
+    for f in files:
+        if f.kind == "image":
+            total += 1
+            continue
+        import cv2
+
+        cap = cv2.VideoCapture(str(f.path))
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        cap.release()
+        if n <= 0:
+            return None
+        total += n
+    return total
+
+
+def _video_frames(path: Path, normalize: Callable[[np.ndarray, str], np.ndarray]) -> Iterator[InputItem]:
     import cv2
 
     cap = cv2.VideoCapture(str(path))
@@ -168,8 +288,9 @@ def _video_frames(path: Path) -> Iterator[InputItem]:
             ok, frame = cap.read()
             if not ok:
                 break
-            gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0
-            yield InputItem(f"{path.stem}_f{index:06d}", f"{path}#{index}", lambda g=gray: g)
+            source = f"{path}#{index}"
+            gray = normalize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), source)
+            yield InputItem(f"{path.stem}_f{index:06d}", source, lambda g=gray: g)
             index += 1
     finally:
         cap.release()
@@ -177,11 +298,18 @@ def _video_frames(path: Path) -> Iterator[InputItem]:
         raise ValueError(f"{path}: video has no readable frames")
 
 
-def iter_inputs(inputs: Iterable[str | os.PathLike], on_error: Callable[[str], None]) -> Iterator[InputItem]:
-    """Images, folders (sorted, recursive) and videos as :class:`InputItem` s.
+def iter_inputs(
+    inputs: Iterable[str | os.PathLike] | list[InputFile],
+    on_error: Callable[[str], None],
+    bit_depth: int | None = None,
+    value_range: tuple[float, float] | None = None,
+) -> Iterator[InputItem]:
+    """Images, folders (sorted, recursive; images and videos) and videos as :class:`InputItem` s.
 
-    Ids are file stems (``<video>_f000123`` for video frames), made unique with ``_2``, ``_3``...
-    A missing path, an empty folder or an unreadable video is passed to ``on_error`` and skipped.
+    Ids are file stems (``<video>_f000123`` for video frames), made unique with ``_2``, ``_3``...;
+    ``source`` is the file's path (``<video>#<frame>`` for frames). A missing path, an empty folder
+    or an unreadable video is passed to ``on_error`` and skipped. ``bit_depth`` / ``value_range``
+    force the raw range of every image (:func:`sirst.data.io.read_image`).
     """
     used: set[str] = set()
 
@@ -193,25 +321,22 @@ def iter_inputs(inputs: Iterable[str | os.PathLike], on_error: Callable[[str], N
         used.add(name)
         return name
 
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-            if not files:
-                on_error(f"{path}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
-            for f in files:
-                yield InputItem(unique(f.stem), str(f), lambda f=f: read_image(f))
-        elif path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
+    def normalize(frame: np.ndarray, source: str) -> np.ndarray:
+        return normalize_raw(frame, 255.0, bit_depth=bit_depth, value_range=value_range, name=source)
+
+    items = list(inputs)
+    files = items if all(isinstance(x, InputFile) for x in items) else list_inputs(items, on_error)
+    for f in files:  # type: ignore[union-attr]
+        if f.kind == "video":
             try:
-                for item in _video_frames(path):
+                for item in _video_frames(f.path, normalize):
                     item.id = unique(item.id)
                     yield item
             except ValueError as exc:
                 on_error(str(exc))
-        elif path.is_file():
-            yield InputItem(unique(path.stem), str(path), lambda p=path: read_image(p))
         else:
-            on_error(f"{path}: no such file or folder")
+            yield InputItem(unique(f.path.stem), str(f.path),
+                            lambda p=f.path: read_image(p, bit_depth=bit_depth, value_range=value_range))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -237,7 +362,7 @@ def draw_overlay(gray: np.ndarray, targets: list[Target]) -> np.ndarray:
 
 @dataclass
 class DetectionSummary:
-    """What :func:`run_detection` did."""
+    """What :func:`run_detection` did: images done, targets found, and one message per failed input."""
 
     out_dir: Path
     images: int = 0
@@ -245,8 +370,31 @@ class DetectionSummary:
     errors: list[str] = field(default_factory=list)
 
     @property
+    def failed(self) -> int:
+        """Inputs that could not be processed (unreadable files, missing paths, empty folders)."""
+        return len(self.errors)
+
+    @property
     def csv_path(self) -> Path:
         return self.out_dir / "detections.csv"
+
+
+def write_score_map(path: Path, score: np.ndarray, fmt: str) -> Path:
+    """Write a probability map as a 16-bit PNG (``round(score * 65535)``) or ``.npy`` (float32).
+
+    Both read back with ``sirst eval --pred`` (PNG divided by 65535), so ROC and Pd-Fa curves of
+    one's own data come from ``detect --save-scores`` plus a folder of masks.
+    """
+    if fmt == "npy":
+        path = path.with_suffix(".npy")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, score.astype(np.float32, copy=False))
+    elif fmt == "png":
+        path = path.with_suffix(".png")
+        write_png(path, np.round(np.clip(score, 0.0, 1.0) * 65535.0).astype(np.uint16))
+    else:
+        raise ValueError(f"score format must be one of {SCORE_FORMATS}, got {fmt!r}")
+    return path
 
 
 def run_detection(
@@ -255,16 +403,26 @@ def run_detection(
     detector: Detector,
     write_overlays: bool = True,
     progress: bool = True,
+    save_scores: str | None = None,
+    bit_depth: int | None = None,
+    value_range: tuple[float, float] | None = None,
 ) -> DetectionSummary:
     """Detect targets in every input and write ``detections.csv``, ``masks/``, ``overlays/``.
 
     An unreadable image (or missing path, empty folder, bad video) is reported by name on stderr and
-    in ``errors.txt``, and the rest are processed; ``summary.images == 0`` means everything failed.
-    CSV columns: image, target, x, y (centroid, x = column), area, bbox_x0, bbox_y0, bbox_x1,
-    bbox_y1 (exclusive ends), peak_score (probability).
+    in ``errors.txt``, and the rest are processed; ``summary.failed`` counts them. Files in folders
+    that are neither images nor videos are skipped with one message per folder.
+    CSV columns: image (the id used for the mask/overlay file names), target, x, y (centroid; x = column,
+    y = row, from the centre of the top-left pixel), area, bbox_x0, bbox_y0 (inclusive), bbox_x1,
+    bbox_y1 (exclusive), peak_score (probability), source (the input file, ``<video>#<frame>``).
+    ``save_scores`` (``"png"`` or ``"npy"``) also writes ``scores/<id>.png|.npy`` probability maps
+    that ``sirst eval --pred`` accepts. Images are loaded and run in groups of at most
+    ``detector.batch_size`` images and ``detector.max_pixels`` pixels, so memory stays bounded.
     """
     from tqdm import tqdm
 
+    if save_scores is not None and save_scores not in SCORE_FORMATS:
+        raise ValueError(f"save_scores must be one of {SCORE_FORMATS}, got {save_scores!r}")
     out = Path(out_dir)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     if write_overlays:
@@ -273,23 +431,33 @@ def run_detection(
 
     def report(message: str) -> None:
         summary.errors.append(message)
-        print(f"sirst detect: skipped {message}", file=sys.stderr)
+        print(f"sirst detect: failed: {message}", file=sys.stderr)
 
-    items = iter_inputs(inputs, report)
+    def note(message: str) -> None:
+        print(f"sirst detect: {message}", file=sys.stderr)
+
+    files = list_inputs(inputs, report, note)
+    total = count_frames(files)
+    items = iter_inputs(files, report, bit_depth=bit_depth, value_range=value_range)
     with open(summary.csv_path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)
-        bar = tqdm(desc="detect", unit="img", disable=not progress)
+        bar = tqdm(total=total, desc="detect", unit="img", disable=not progress, dynamic_ncols=True)
         while True:
             chunk: list[tuple[InputItem, np.ndarray]] = []
+            pixels = 0
             for item in items:
                 try:
-                    chunk.append((item, item.load()))
+                    gray = item.load()
                 except (ValueError, FileNotFoundError) as exc:
                     # read_image's messages start with the path; prefix it when they do not.
                     message = str(exc)
                     report(message if message.startswith(item.source) else f"{item.source}: {message}")
-                if len(chunk) == detector.batch_size:
+                    bar.update(1)
+                    continue
+                chunk.append((item, gray))
+                pixels += gray.size
+                if len(chunk) == detector.batch_size or pixels >= detector.max_pixels:
                     break
             if not chunk:
                 break
@@ -300,13 +468,16 @@ def run_detection(
                 for k, t in enumerate(targets):
                     r0, c0, r1, c1 = t.bbox
                     writer.writerow([item.id, k, f"{t.centroid[1]:.2f}", f"{t.centroid[0]:.2f}", t.area,
-                                     c0, r0, c1, r1, f"{t.peak:.4f}"])
+                                     c0, r0, c1, r1, f"{t.peak:.4f}", item.source])
                 write_png(out / "masks" / f"{item.id}.png", binary)
                 if write_overlays:
                     write_png(out / "overlays" / f"{item.id}.png", draw_overlay(gray, targets))
+                if save_scores:
+                    write_score_map(out / "scores" / item.id, score, save_scores)
                 summary.images += 1
                 summary.targets += len(targets)
             bar.update(len(chunk))
+            del scores, chunk  # free this group's frames before the next one is loaded
         bar.close()
     errors_file = out / "errors.txt"
     if summary.errors:

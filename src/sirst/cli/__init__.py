@@ -33,10 +33,17 @@ class CLIError(Exception):
     """An error caused by the user's input; printed as one line without a traceback."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line (``sirst CMD: error: ...``), exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sirst import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sirst",
         description="Infrared small target detection: DNANet, metrics, data, training, detection.",
     )
@@ -49,17 +56,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``sirst`` with ``argv`` (default ``sys.argv[1:]``) and return the exit code.
+
+    Exit codes: 0 success; 1 the run finished but some inputs failed, or training stopped on a
+    non-finite loss; 2 bad options or unusable input (one line on stderr, nothing done); 130
+    interrupted.
+    """
+    import warnings
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (one line, code 2), --help and --version (code 0)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    name = f"sirst {args.command}"
+    shown = warnings.showwarning
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        # Our warnings name the file and the problem; the default format adds a source line and location.
+        print(f"{name}: warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show_warning
     try:
         return int(args.func(args) or 0)
     except CLIError as exc:
-        print(f"sirst {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError) as exc:
         # Our own input checks raise these with messages that name the file and the problem.
-        print(f"sirst {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # permissions, a full disk, a path that is a file: name the path
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"{name}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{name}: error: out of memory; lower --batch-size (or --max-pixels for detect)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"sirst {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split("\n"))

@@ -14,14 +14,21 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset root (images/, masks/, split files)")
     p.add_argument("--split", default="auto", help="split folder, e.g. 50_50 (default: auto)")
     p.add_argument("--subset", default="test", choices=("train", "test"), help="which list of the split (default: test)")
-    p.add_argument("--max-images", type=int, default=None, help="only the first N images of the list")
-    p.add_argument("--jobs", type=int, default=1, help="processes for the classical methods (default 1)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    from sirst.cli.options import positive_int
+
+    p.add_argument("--max-images", type=positive_int, default=None, help="only the first N images of the list")
+    p.add_argument("--jobs", type=positive_int, default=1, help="processes for the classical methods (default 1)")
+    p.add_argument("--quiet", "--no-progress", dest="no_progress", action="store_true",
+                   help="no progress bars (results, warnings and errors are still printed); --no-progress is the same")
 
 
 def run_eval_method(args: argparse.Namespace) -> int:
     from sirst.classical.evaluate import evaluate_classical, load_samples, write_curve, write_results
 
+    from sirst.cli.options import ensure_output_dir
+
+    if args.out:
+        ensure_output_dir(args.out)
     samples = load_samples(args.data, args.split, args.subset, args.max_images)
     result = evaluate_classical(args.method, samples, args.threshold, args.jobs, not args.no_progress)
     row = result.table_row()
@@ -67,7 +74,13 @@ def parse_methods(spec: str) -> list[str]:
 def run_compare(args: argparse.Namespace) -> int:
     from sirst.classical.evaluate import evaluate_classical, evaluate_network, load_samples, markdown_table, write_curve, write_results
 
+    from sirst.cli.options import check_device, ensure_output_dir
+
     methods = parse_methods(args.methods)
+    if any(m.startswith("dnanet:") for m in methods):
+        check_device(args.device)
+    if args.out:
+        ensure_output_dir(args.out)
     samples = load_samples(args.data, args.split, args.subset, args.max_images)
     results = []
     start = time.perf_counter()

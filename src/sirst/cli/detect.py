@@ -5,6 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sirst.cli.options import float_range, int_at_least, non_negative_int, positive_int, probability
+
+
+def _tile(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 0, got {value}")
+    return value
+
 
 def build_detector(args: argparse.Namespace):
     """The Detector for the CLI options (bundled weights, a checkpoint, or an ONNX file)."""
@@ -16,14 +30,33 @@ def build_detector(args: argparse.Namespace):
 
         if not args.weights or not str(args.weights).endswith(".onnx"):
             raise ValueError("--backend onnxruntime needs --weights FILE.onnx (make one with `sirst export`)")
+        if args.device != "cpu":
+            raise ValueError(f"--device {args.device}: the onnxruntime backend runs on the CPU; use --backend torch")
         model = OnnxRunner(args.weights)
     else:
         from sirst.checkpoint import model_from_checkpoint
 
+        if args.weights and str(args.weights).lower().endswith(".onnx"):
+            raise ValueError(f"--weights {args.weights}: an ONNX model runs with --backend onnxruntime; the torch "
+                             "backend needs a .pt checkpoint")
         model = model_from_checkpoint(resolve_weights(args.weights), args.device)  # a path or a bundled name
     return Detector(model, device=args.device if args.backend == "torch" else "cpu", threshold=args.threshold,
-                    tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, precision=args.precision,
-                    compile=args.compile)
+                    tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, max_pixels=args.max_pixels,
+                    precision=args.precision, compile=args.compile)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Option checks that involve several options, the machine or the file system (before any work)."""
+    from sirst.cli.options import check_device, ensure_output_dir
+
+    if args.input_range is not None and args.bit_depth is not None:
+        raise ValueError("give --input-range or --bit-depth, not both")
+    if args.input_range is not None and not args.input_range[1] > args.input_range[0]:
+        raise ValueError(f"--input-range {args.input_range[0]:g} {args.input_range[1]:g}: MIN must be below MAX")
+    if args.tile and args.overlap >= args.tile:
+        raise ValueError(f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
+    check_device(args.device)
+    ensure_output_dir(args.out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,35 +67,59 @@ def run(args: argparse.Namespace) -> int:
         inputs.append(str(Path(__file__).resolve().parents[1] / "samples"))
     if not inputs:
         raise ValueError("give images, folders or videos to detect on (or --samples for the bundled ones)")
+    check_args(args)
     detector = build_detector(args)
-    summary = run_detection(inputs, args.out, detector, progress=not args.quiet)
+    summary = run_detection(inputs, args.out, detector, progress=not args.quiet, save_scores=args.save_scores,
+                            bit_depth=args.bit_depth,
+                            value_range=tuple(args.input_range) if args.input_range else None)
     out = Path(args.out)
-    print(f"{summary.images} image(s), {summary.targets} target(s)")
+    print(f"{summary.images} image(s) done, {summary.failed} failed, {summary.targets} target(s)")
     print(f"detections: {summary.csv_path}")
     print(f"masks:      {out / 'masks'}")
     print(f"overlays:   {out / 'overlays'}")
+    if args.save_scores:
+        print(f"scores:     {out / 'scores'} (sirst eval --pred {out / 'scores'} --masks MASKS)")
     if summary.errors:
-        print(f"{len(summary.errors)} input(s) failed, listed in {out / 'errors.txt'}")
-    # Partial success still produces usable outputs; only a run where nothing worked fails.
-    return 0 if summary.images else 1
+        print(f"{summary.failed} input(s) failed, listed in {out / 'errors.txt'}")
+    # Failed inputs are a failed run for scripts, even when the other outputs are usable.
+    return 1 if summary.errors else 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("detect", help="detect targets in images, folders or videos",
-                              description="Detect small targets; writes detections.csv, masks/ and overlays/.")
-    p.add_argument("inputs", nargs="*", help="image files, folders (recursive) or video files")
+    p = subparsers.add_parser(
+        "detect", help="detect targets in images, folders or videos",
+        description="Detect small targets; writes detections.csv, masks/ and overlays/ (and scores/ with "
+                    "--save-scores). CSV columns: image, target, x, y, area, bbox_x0, bbox_y0, bbox_x1, bbox_y1, "
+                    "peak_score, source. x is the column and y the row, in pixels from the centre of the top-left "
+                    "pixel; the box is [bbox_x0, bbox_x1) x [bbox_y0, bbox_y1): start inclusive, end exclusive. "
+                    "16-bit images are read in their real range (10/12/14-bit data by bit depth, raw sensor counts "
+                    "by robust percentiles); --bit-depth or --input-range force it. Exit code 0: every input done; "
+                    "1: some inputs failed (listed in errors.txt, the rest done); 2: bad options, nothing done.")
+    p.add_argument("inputs", nargs="*", help="image files, folders (recursive: images and videos) or video files")
     p.add_argument("--samples", action="store_true", help="also run on the bundled sample images")
-    p.add_argument("--weights", default=None, help="checkpoint .pt or .onnx, or a bundled DNANet: nuaa (default, real infrared), nudt")
-    p.add_argument("--out", default="detections", help="output folder (default: detections)")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
-    p.add_argument("--tile", type=int, default=512, help="tile images larger than this (0: never; default 512)")
-    p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (default 64)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--weights", default=None, help="checkpoint .pt (or .onnx with --backend onnxruntime), or a "
+                                                   "bundled DNANet: nuaa (default, real infrared), nudt")
+    p.add_argument("--out", default="detections", help="output folder, new or existing (default: detections)")
+    p.add_argument("--threshold", type=probability, default=0.5, help="probability threshold in (0, 1) (default 0.5)")
+    p.add_argument("--bit-depth", type=int_at_least(1, 16), default=None, metavar="N",
+                   help="the data's bit depth, e.g. 12: values are divided by 2^N-1 (default: automatic)")
+    p.add_argument("--input-range", type=float_range(), nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="raw values mapped to black and white (default: automatic)")
+    p.add_argument("--tile", type=_tile, default=None, metavar="auto|N",
+                   help="auto (default): frames up to --max-pixels run whole, larger ones in tiles that fit it; "
+                        "N: tile frames with a side over N pixels; 0: never tile")
+    p.add_argument("--overlap", type=non_negative_int, default=64, help="tile overlap in pixels (default 64)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="most images per forward pass (default 8)")
+    p.add_argument("--max-pixels", type=int_at_least(16 * 16), default=2**18, metavar="P",
+                   help="most input pixels per forward pass; bounds memory (default 262144: under 1.5 GB peak "
+                        "on a CPU for any frame size; larger values tile less)")
+    p.add_argument("--save-scores", choices=("png", "npy"), default=None,
+                   help="also write probability maps to scores/ (16-bit PNG or float32 .npy) for sirst eval --pred")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="torch backend: autocast precision (default fp32; bf16/fp16 are faster on CPUs with "
                         "AMX/AVX512-BF16 and on GPUs, scores move by ~1e-2)")
     p.add_argument("--compile", action="store_true", help="torch backend: torch.compile (slow first call per size)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (results, warnings and errors are still printed)")
     p.set_defaults(func=run)

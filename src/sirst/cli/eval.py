@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sirst.cli.options import float_range, positive_int
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -101,7 +103,8 @@ def read_map(path: str | os.PathLike, as_mask: bool = False) -> np.ndarray:
         else:
             from sirst.data.io import read_image, read_mask
 
-            a = read_mask(path) if as_mask else read_image(path)
+            # Score maps are stored full scale (a 16-bit PNG holds score * 65535), never stretched.
+            a = read_mask(path) if as_mask else read_image(path, full_scale=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except ValueError as exc:
@@ -228,8 +231,9 @@ def evaluate_network(args: argparse.Namespace) -> dict[str, float]:
 
     if args.threshold != 0.5:
         raise ValueError("--threshold applies to saved score maps; networks are scored at probability 0.5")
-    ckpt = read_checkpoint(resolve_weights(args.weights))
-    model = model_from_checkpoint(ckpt, args.device)
+    path = resolve_weights(args.weights)
+    ckpt = read_checkpoint(path)
+    model = model_from_checkpoint(ckpt, args.device, source=str(path))
     in_channels = int(ckpt.get("model_kwargs", {}).get("in_channels", 3))
     dataset = SirstDataset(args.data, split=args.split, subset=args.subset, mode="eval", protocol=args.protocol,
                            in_channels=in_channels)
@@ -239,11 +243,20 @@ def evaluate_network(args: argparse.Namespace) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from sirst.cli.options import check_device, check_output_file
     from sirst.weights import DEFAULT_WEIGHTS
 
+    # Output files are checked before the (possibly long) evaluation, not when writing them.
+    for flag, out in (("--json", args.json), ("--roc-csv", args.roc_csv)):
+        if out is not None:
+            check_output_file(out, flag)
     if args.data is not None:
         if args.pred is not None or args.masks is not None:
             raise ValueError("give either --data (evaluate a network) or --pred and --masks (saved maps), not both")
+        if args.roc_csv is not None:
+            raise ValueError("--roc-csv needs saved score maps (--pred/--masks); write them with "
+                             "`sirst detect --save-scores png`")
+        check_device(args.device)
         result = evaluate_network(args)
         print(f"protocol: {args.protocol}, data: {args.data} ({args.subset} split), "
               f"weights: {args.weights or f'bundled {DEFAULT_WEIGHTS}'}")
@@ -255,12 +268,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.pred is None or args.masks is None:
         raise ValueError("give --pred and --masks (saved maps), or --data [--weights] to evaluate a network")
-    if args.roc_steps < 1:
-        raise ValueError(f"--roc-steps must be at least 1, got {args.roc_steps}")
     roc = np.linspace(0.0, 1.0, args.roc_steps + 1) if args.roc_csv else None
-    for out in (args.json, args.roc_csv):
-        if out is not None and not Path(out).parent.is_dir():
-            raise FileNotFoundError(f"{Path(out).parent}: output directory does not exist")
     result, curves = evaluate_dirs(
         args.pred,
         args.masks,
@@ -314,7 +322,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="auto", help="with --data: split folder (default auto: 50_50 if present)")
     p.add_argument("--subset", choices=["train", "test"], default="test", help="with --data: subset (default test)")
     p.add_argument("--device", default="cpu", help="with --data: cpu or cuda (default cpu)")
-    p.add_argument("--threshold", type=float, default=0.5, help="score > threshold is a target pixel (default 0.5)")
+    p.add_argument("--threshold", type=float_range(), default=0.5, help="score > threshold is a target pixel (default 0.5)")
     p.add_argument(
         "--protocol",
         choices=["exact", "reference"],
@@ -326,11 +334,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--roc-csv", type=Path, default=None, help="write ROC and Pd-Fa curves to this CSV file")
     p.add_argument(
         "--roc-steps",
-        type=int,
+        type=positive_int,
         default=20,
         help="curve thresholds: 0, 1/K, ..., 1 (scores expected in [0, 1]; default K=20)",
     )
-    p.add_argument("--workers", type=int, default=4, help="file-reading threads (default 4)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per metric update (default 32)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=positive_int, default=4, help="file-reading threads (default 4)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per metric update (default 32)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (results, warnings and errors are still printed)")
     p.set_defaults(func=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sirst.cli.options import positive_int
+
 
 def _parse_weights(items: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
@@ -16,10 +18,13 @@ def _parse_weights(items: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sirst.cli.options import check_device, ensure_output_dir
     from sirst.experiments import ExperimentOptions, run_experiment
 
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    check_device(args.device)
+    ensure_output_dir(args.out)
     opts = ExperimentOptions(
         data=args.data, out=args.out, quick=args.quick, device=args.device, epochs=args.epochs,
         weights=_parse_weights(args.weights), jobs=args.jobs, progress=not args.no_progress,
@@ -50,11 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (tables, runs/, mixed datasets)")
     p.add_argument("--quick", action="store_true", help="tiny settings from the recipe's quick: section")
     p.add_argument("--device", default="cpu", help="training/inference device (default cpu)")
-    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs for every network")
+    p.add_argument("--epochs", type=positive_int, default=None, help="override the recipe's epochs for every network")
     p.add_argument("--weights", action="append", default=[], metavar="LABEL=PATH",
                    help="score this checkpoint for row LABEL instead of training it (repeatable)")
-    p.add_argument("--jobs", type=int, default=1, help="processes for the classical methods (default 1)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 with --quick, else torch's)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="processes for the classical methods (default 1)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: 1 with --quick, else torch's)")
     p.add_argument("--only", default=None, metavar="ROWS",
                    help="comma-separated rows to run (labels or classical method names, or 'classical' / 'networks'); "
                         "default: every row")
@@ -63,5 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "and the same command continues them (per-image results cached in OUT/classical/)")
     p.add_argument("--method-budget", type=float, default=None, metavar="S",
                    help="the same limit per classical method, so a slow method cannot take the whole budget")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars and epoch lines")
+    p.add_argument("--quiet", "--no-progress", dest="no_progress", action="store_true",
+                   help="no progress bars or epoch lines (results, warnings and errors are still printed); "
+                        "--no-progress is the same")
     p.set_defaults(func=run)

@@ -7,12 +7,80 @@ Single process::
 Several processes (DDP; gloo on CPU, NCCL on CUDA)::
 
     torchrun --nproc-per-node 2 -m sirst train --data ROOT --out RUN_DIR ...
+
+Resuming (``--resume``) reads ``RUN_DIR/config.yaml``: options left out keep their saved values;
+options given explicitly override them, are printed, and recorded in ``RUN_DIR/overrides.jsonl``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from sirst.cli.options import float_range, non_negative_float, non_negative_int, positive_float, positive_int
+
+# Per-invocation settings that never come from a saved config (``out``: the run may have been moved).
+_NOT_SAVED = ("resume", "progress", "out")
+
+
+def _multiple_of_16(text: str) -> int:
+    value = positive_int(text)
+    if value % 16:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of 16 (the network halves the size 4 "
+                                         f"times), got {value}")
+    return value
+
+
+def _track_explicit(p: argparse.ArgumentParser) -> None:
+    """Let ``run`` tell which options were typed: every default is replaced by ``SUPPRESS`` (absent
+    from the namespace unless given) and kept in ``_option_defaults`` to be filled in afterwards."""
+    defaults = {}
+    for action in p._actions:
+        if action.dest == "help" or action.default is argparse.SUPPRESS:
+            continue
+        defaults[action.dest] = action.default
+        action.default = argparse.SUPPRESS
+    p.set_defaults(_option_defaults=defaults)
+
+
+def _explicit_options(args: argparse.Namespace) -> set[str]:
+    """The destinations the user gave on the command line; fills in the defaults of the others."""
+    defaults = getattr(args, "_option_defaults", {})
+    explicit = {d for d in defaults if hasattr(args, d)}
+    for dest, value in defaults.items():
+        if not hasattr(args, dest):
+            setattr(args, dest, value)
+    return explicit
+
+
+def _resume_config(args: argparse.Namespace, explicit: set[str]):
+    """The saved configuration of ``args.out`` with the explicitly given options applied, and
+    ``{option: [saved, new]}`` for those that changed."""
+    from pathlib import Path
+
+    from sirst.checkpoint import read_checkpoint
+    from sirst.engine.config import TrainConfig
+
+    out = Path(args.out)
+    if (out / "config.yaml").is_file():
+        saved = TrainConfig.load_yaml(out / "config.yaml")
+    elif (out / "last.pt").is_file():  # runs from before config.yaml existed, or a deleted one
+        saved = TrainConfig.from_dict(read_checkpoint(out / "last.pt").get("config") or {})
+    else:
+        raise FileNotFoundError(f"{out / 'last.pt'}: --resume given but there is no run to resume in {out}")
+    if args.data is None:
+        args.data = saved.data
+    fresh = _config_from_args(args).to_dict()
+    merged = saved.to_dict()
+    given = {"progress" if d == "quiet" else d for d in explicit}
+    changes = {}
+    for key, value in fresh.items():
+        if key in _NOT_SAVED:
+            merged[key] = value
+        elif key in given and merged.get(key) != value:
+            changes[key] = [merged.get(key), value]
+            merged[key] = value
+    return TrainConfig.from_dict(merged), changes
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -55,11 +123,22 @@ def _config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from sirst.cli.options import check_device, ensure_output_dir
     from sirst.engine.train import NonFiniteLossError, train
 
-    cfg = _config_from_args(args)
+    explicit = _explicit_options(args)
+    changes: dict = {}
+    if args.resume:
+        cfg, changes = _resume_config(args, explicit)
+    elif args.data is None:
+        raise ValueError("--data ROOT is required (it may be left out only with --resume)")
+    else:
+        cfg = _config_from_args(args)
+    cfg.validate()
+    check_device(cfg.device)
+    ensure_output_dir(cfg.out)
     try:
-        result = train(cfg)
+        result = train(cfg, overrides=changes)
     except NonFiniteLossError as exc:
         print(f"sirst train: error: {exc}", file=sys.stderr)
         return 1
@@ -83,40 +162,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Run under `torchrun --nproc-per-node N -m sirst train ...` for DDP (--batch-size is per process)."
         ),
     )
-    p.add_argument("--data", required=True, metavar="ROOT", help="dataset root")
+    p.add_argument("--data", default=None, metavar="ROOT", help="dataset root (with --resume: the saved one)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (created)")
     p.add_argument("--split", default="50_50", help="split folder under ROOT (default: 50_50)")
     p.add_argument("--model", default="dnanet", help="registered model name (default: dnanet)")
     p.add_argument("--backbone", default=None, help="model backbone, e.g. resnet10/resnet18/resnet34/vgg10 (model default)")
     p.add_argument("--channel-size", default=None, help="DNANet widths: one/two/three/four (model default: three)")
-    p.add_argument("--in-channels", type=int, default=3, help="input channels (gray copied; default 3 as the paper)")
-    p.add_argument("--epochs", type=int, default=1500, help="epochs (default: 1500, the paper)")
-    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+    p.add_argument("--in-channels", type=positive_int, default=3, help="input channels (gray copied; default 3 as the paper)")
+    p.add_argument("--epochs", type=positive_int, default=1500, help="epochs (default: 1500, the paper)")
+    p.add_argument("--max-minutes", type=positive_float, default=None, metavar="M",
                    help="stop after the first epoch that ends M minutes after the start (evaluated and saved; "
                         "--resume continues it)")
-    p.add_argument("--batch-size", type=int, default=16, help="training batch per process (default: 16)")
-    p.add_argument("--eval-batch-size", type=int, default=1, help="images per evaluation forward (default: 1)")
-    p.add_argument("--crop-size", type=int, default=256, help="training crop size, multiple of 16 (default: 256)")
-    p.add_argument("--base-size", type=int, default=256, help="base resize size of the augmentation (default: 256)")
-    p.add_argument("--lr", type=float, default=0.05, help="learning rate (default: 0.05)")
-    p.add_argument("--min-lr", type=float, default=1e-5, help="final learning rate of the cosine schedule")
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--batch-size", type=positive_int, default=16, help="training batch per process (default: 16)")
+    p.add_argument("--eval-batch-size", type=positive_int, default=1, help="images per evaluation forward (default: 1)")
+    p.add_argument("--crop-size", type=_multiple_of_16, default=256, help="training crop size, multiple of 16 (default: 256)")
+    p.add_argument("--base-size", type=positive_int, default=256, help="base resize size of the augmentation (default: 256)")
+    p.add_argument("--lr", type=positive_float, default=0.05, help="learning rate (default: 0.05)")
+    p.add_argument("--min-lr", type=non_negative_float, default=1e-5, help="final learning rate of the cosine schedule")
+    p.add_argument("--weight-decay", type=non_negative_float, default=0.0)
     p.add_argument("--optimizer", choices=("adagrad", "adam", "adamw", "sgd"), default="adagrad")
     p.add_argument("--scheduler", choices=("constant", "cosine"), default="constant")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUN_DIR/last.pt with the saved config.yaml; options given override it "
+                        "(recorded in RUN_DIR/overrides.jsonl)")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model for training (compiles once, about a minute on a small CPU)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--eval-every", type=int, default=1, metavar="K", help="evaluate every K epochs and at the end")
-    p.add_argument("--workers", type=int, default=0, metavar="N", help="data loader worker processes")
+    p.add_argument("--eval-every", type=positive_int, default=1, metavar="K", help="evaluate every K epochs and at the end")
+    p.add_argument("--workers", type=non_negative_int, default=0, metavar="N", help="data loader worker processes")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
+    p.add_argument("--val-fraction", type=float_range(0.0, 1.0, high_open=True), default=0.0, metavar="F",
                    help="carve this fraction of train as validation for checkpoint selection (default: use test)")
-    p.add_argument("--max-train-images", type=int, default=None, metavar="N", help="use only the first N training images")
-    p.add_argument("--max-test-images", type=int, default=None, metavar="N", help="evaluate on the first N images only")
+    p.add_argument("--max-train-images", type=positive_int, default=None, metavar="N", help="use only the first N training images")
+    p.add_argument("--max-test-images", type=positive_int, default=None, metavar="N", help="evaluate on the first N images only")
     p.add_argument("--protocol", choices=("exact", "reference"), default="exact", help="metrics protocol")
-    p.add_argument("--log-every", type=int, default=10, metavar="N", help="progress bar update (host sync) every N steps")
+    p.add_argument("--log-every", type=positive_int, default=10, metavar="N", help="progress bar update (host sync) every N steps")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    _track_explicit(p)  # last: after every option is added
     p.set_defaults(func=run)

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import argparse
 
+from sirst.cli.options import non_negative_int, positive_int
+
 
 def run(args: argparse.Namespace) -> int:
     from sirst.classical.evaluate import load_samples
     from sirst.viz import build_methods, visualize
 
+    from sirst.cli.options import check_device, ensure_output_dir
+
     if args.surfaces is not None and args.surfaces < 0:
         raise ValueError(f"--surfaces must be >= 0, got {args.surfaces}")
+    if args.weights:
+        check_device(args.device)
+    ensure_output_dir(args.out)
     methods = build_methods(args.weights or [], args.methods, args.device)
     samples = load_samples(args.data, args.split, args.subset, args.max_images)
     title = f"{args.data} ({args.subset}, split {args.split}): {', '.join(m.name for m in methods)}"
@@ -38,9 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset root (images/, masks/, split files)")
     p.add_argument("--split", default="auto", help="split folder, e.g. 50_50 (default: auto)")
     p.add_argument("--subset", default="test", choices=("train", "test"), help="which list of the split (default: test)")
-    p.add_argument("--max-images", type=int, default=None, help="only the first N images of the list")
-    p.add_argument("--surfaces", type=int, default=None, help="3D surfaces for the first N images only (default: all; 0: none)")
+    p.add_argument("--max-images", type=positive_int, default=None, help="only the first N images of the list")
+    p.add_argument("--surfaces", type=non_negative_int, default=None, help="3D surfaces for the first N images only (default: all; 0: none)")
     p.add_argument("--device", default="cpu", help="device of the networks (default cpu)")
     p.add_argument("--out", required=True, help="output folder (index.html, figures/, surfaces/, pdfa_subsets.*)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--quiet", "--no-progress", dest="no_progress", action="store_true",
+                   help="no progress bars (results, warnings and errors are still printed); --no-progress is the same")
     p.set_defaults(func=run)

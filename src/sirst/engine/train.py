@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,12 @@ from sirst.engine.steps import TrainStep, get_train_step, unwrap
 # Options that decide the data order, augmentation and model: a resume must not change them.
 _RESUME_MUST_MATCH: tuple[str, ...] = ("data", "split", "seed", "batch_size", "crop_size", "base_size", "val_fraction",
                                        "max_train_images", "in_channels")
+# The optimizer and scheduler states in last.pt belong to these: changing them on --resume would be
+# ignored (load_state_dict restores the saved learning rates) or fail; they need a new run.
+_RESUME_OPTIMIZER_MUST_MATCH: tuple[str, ...] = ("optimizer", "scheduler", "lr", "min_lr", "weight_decay")
+#: Checkpoints tried by --resume, in order: a corrupt last.pt falls back to the copy kept from the
+#: epoch before (``last.prev.pt``), then to ``best.pt``.
+RESUME_CANDIDATES: tuple[str, ...] = ("last.pt", "last.prev.pt", "best.pt")
 _NO_BAD_STEP = 2**62  # sentinel for "no non-finite loss yet" (reduced with MIN across ranks)
 
 
@@ -264,14 +271,18 @@ def _run_epoch(
         bad_step = torch.where(finite, bad_step, torch.minimum(bad_step, counter))
         counter += 1
         images_seen += int(batch["image"].shape[0])
-        if (i + 1) % cfg.log_every == 0 or i + 1 == num_steps:
+        log_now = (i + 1) % cfg.log_every == 0 or i + 1 == num_steps
+        # A host sync costs nothing on the CPU: check every step there, every log_every steps elsewhere.
+        if log_now or device.type == "cpu":
             first_bad = int(all_reduce_(bad_step.clone(), info, "min").item())
             if first_bad != _NO_BAD_STEP:
+                good = last_good_checkpoint(Path(cfg.out))
                 raise NonFiniteLossError(
                     f"{cfg.out}: non-finite training loss at epoch {epoch + 1}, step {first_bad + 1} "
-                    f"(of {num_steps}); stopping. Try a lower --lr or disable --amp; "
-                    f"the last good checkpoint is {Path(cfg.out) / 'last.pt'}"
+                    f"(of {num_steps}); stopped. Start again with a lower --lr or without --amp; "
+                    + (f"the last good checkpoint is {good}" if good else "no checkpoint had been written yet")
                 )
+        if log_now:
             if info.is_main and cfg.progress:
                 elapsed = max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(
@@ -290,11 +301,68 @@ def _run_epoch(
     return out
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def last_good_checkpoint(out: Path) -> Path | None:
+    """The newest checkpoint file of a run folder that exists (``last.pt``, ``last.prev.pt``, ``best.pt``)."""
+    for name in RESUME_CANDIDATES:
+        if (out / name).is_file() and (out / name).stat().st_size > 0:
+            return out / name
+    return None
+
+
+def _read_resume_checkpoint(out: Path, device: torch.device) -> tuple[dict[str, Any], Path]:
+    """The checkpoint to resume from: ``last.pt``, or, when it cannot be read, the newest readable of
+    ``last.prev.pt`` and ``best.pt``, with a warning. Raises the error of ``last.pt`` if none is readable."""
+    import warnings
+
+    from sirst.checkpoint import read_checkpoint
+
+    try:
+        return read_checkpoint(out / "last.pt", map_location=device), out / "last.pt"
+    except (ValueError, FileNotFoundError) as exc:
+        first_error = exc
+    found: list[tuple[int, Path, dict[str, Any]]] = []
+    for name in RESUME_CANDIDATES[1:]:
+        try:
+            ckpt = read_checkpoint(out / name, map_location=device)
+        except (ValueError, FileNotFoundError):
+            continue
+        found.append((int(ckpt.get("epoch", 0)), out / name, ckpt))
+    if not found:
+        raise first_error
+    epoch, path, ckpt = max(found, key=lambda f: f[0])
+    warnings.warn(f"{out / 'last.pt'}: cannot be read ({str(first_error).split(': ', 1)[-1]}); resuming from {path} "
+                  f"(epoch {epoch}) instead", RuntimeWarning, stacklevel=2)
+    return ckpt, path
+
+
+def _keep_previous(last: Path) -> None:
+    """Keep the current ``last.pt`` as ``last.prev.pt`` (a hard link: no copy) before it is replaced."""
+    import os
+
+    if not last.is_file():
+        return
+    prev, tmp = last.with_name("last.prev.pt"), last.with_name(".last.prev.pt.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(last, tmp)
+        os.replace(tmp, prev)
+    except OSError:  # no hard links on this file system: the fallback is best.pt alone
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete temporaries of writes that a killed run left behind (``.last.pt.XXXX.tmp``, ...)."""
+    for tmp in out.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def train(cfg: TrainConfig, overrides: dict[str, Any] | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` as configured; see the module docstring for the files written.
 
     Runs under DDP when started by torchrun (``WORLD_SIZE > 1``). Raises ``ValueError`` /
     ``FileNotFoundError`` for bad input, :class:`NonFiniteLossError` if the loss diverges.
+    ``overrides`` (``{option: [saved value, new value]}``, from ``sirst train --resume`` with explicit
+    options) is appended to ``RUN_DIR/overrides.jsonl`` once the resume checks have passed.
     """
     cfg.validate()
     out = Path(cfg.out)
@@ -302,13 +370,13 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise ValueError(f"{out / 'last.pt'}: the run directory already holds a run; pass --resume or another --out")
     info, device = init_distributed(cfg.device)
     try:
-        return _train(cfg, info, device)
+        return _train(cfg, info, device, overrides or {})
     finally:
         cleanup_distributed()
 
 
-def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResult:
-    from sirst.checkpoint import read_checkpoint, save_checkpoint
+def _train(cfg: TrainConfig, info: DistInfo, device: torch.device, overrides: dict[str, Any]) -> TrainResult:
+    from sirst.checkpoint import load_state_dict_checked, save_checkpoint
 
     out = Path(cfg.out)
     seed_everything(cfg.seed)
@@ -323,27 +391,42 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
     result = TrainResult(out_dir=out, eval_split=eval_split, is_main=info.is_main)
     start_epoch = 0
     resumed_metrics: dict[str, Any] | None = None
+    last_is_good = False  # whether out/last.pt may be kept as last.prev.pt before it is replaced
     if cfg.resume:
-        ckpt = read_checkpoint(out / "last.pt", map_location=device)
+        ckpt, ckpt_path = _read_resume_checkpoint(out, device)
+        last_is_good = ckpt_path.name == "last.pt"
         if ckpt["model_name"] != cfg.model or ckpt["model_kwargs"] != model_kwargs:
             raise ValueError(
-                f"{out / 'last.pt'}: holds model {ckpt['model_name']!r} {ckpt['model_kwargs']}, "
+                f"{ckpt_path}: holds model {ckpt['model_name']!r} {ckpt['model_kwargs']}, "
                 f"but this run asks for {cfg.model!r} {model_kwargs}"
             )
         saved = ckpt.get("config") or {}
         for key in _RESUME_MUST_MATCH:
             if key in saved and saved[key] != getattr(cfg, key):
                 raise ValueError(
-                    f"{out / 'last.pt'}: was trained with {key}={saved[key]!r}, this run has {key}={getattr(cfg, key)!r}; "
+                    f"{ckpt_path}: was trained with {key}={saved[key]!r}, this run has {key}={getattr(cfg, key)!r}; "
                     "resuming with a different value would not reproduce the uninterrupted run"
                 )
-        unwrap(model).load_state_dict(ckpt["state_dict"])
+        for key in _RESUME_OPTIMIZER_MUST_MATCH:
+            if key in saved and saved[key] != getattr(cfg, key):
+                raise ValueError(
+                    f"{ckpt_path}: was trained with {key}={saved[key]!r}, this run has {key}={getattr(cfg, key)!r}; "
+                    "the saved optimizer state belongs to the first; start a new run (another --out) to change it"
+                )
+        if cfg.scheduler == "cosine" and saved.get("epochs", cfg.epochs) != cfg.epochs:
+            raise ValueError(f"{ckpt_path}: the cosine schedule was laid out for {saved['epochs']} epochs; "
+                             f"--epochs {cfg.epochs} cannot change it on --resume (the constant schedule can)")
+        load_state_dict_checked(unwrap(model), ckpt["state_dict"], str(ckpt_path))
         if len(ckpt["optimizer"]) != len(optimizers):
-            raise ValueError(f"{out / 'last.pt'}: has {len(ckpt['optimizer'])} optimizer states, the run uses {len(optimizers)}")
-        for o, s in zip(optimizers, ckpt["optimizer"]):
-            o.load_state_dict(s)
-        for sch, s in zip(schedulers, ckpt["scheduler"]):
-            sch.load_state_dict(s)
+            raise ValueError(f"{ckpt_path}: has {len(ckpt['optimizer'])} optimizer states, the run uses {len(optimizers)}")
+        try:
+            for o, s in zip(optimizers, ckpt["optimizer"]):
+                o.load_state_dict(s)
+            for sch, s in zip(schedulers, ckpt["scheduler"]):
+                sch.load_state_dict(s)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{ckpt_path}: its optimizer state does not fit --optimizer {cfg.optimizer} "
+                             f"({exc.__class__.__name__}: {exc}); start a new run to change the optimizer") from None
         start_epoch = int(ckpt["epoch"])
         resumed_metrics = ckpt.get("metrics")
         result.best_epoch = ckpt.get("best_epoch")
@@ -353,7 +436,15 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
             result.evaluations = _trim_metrics_log(out / "metrics.jsonl", start_epoch)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(out)
         cfg.save_yaml(out / "config.yaml")
+        if cfg.resume and overrides:
+            with open(out / "overrides.jsonl", "a") as f:  # what --resume changed, and from which epoch
+                f.write(json.dumps({"epoch": start_epoch, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                    "changed": overrides}, default=str) + "\n")
+            # Printed even without progress output: it changes what the run does.
+            shown = ", ".join(f"{k}={new!r} (was {old!r})" for k, (old, new) in overrides.items())
+            print(f"sirst train: resuming {out} at epoch {start_epoch} with {shown}", file=sys.stderr, flush=True)
         if not cfg.resume:
             # A fresh run starts a fresh log (a crashed earlier attempt may have left lines behind).
             (out / "metrics.jsonl").unlink(missing_ok=True)
@@ -431,7 +522,10 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device) -> TrainResul
             )
             if is_best:
                 save_checkpoint(ckpt, out / "best.pt")
+            if last_is_good:
+                _keep_previous(out / "last.pt")
             save_checkpoint(ckpt, out / "last.pt")
+            last_is_good = True
         if info.is_main and cfg.progress:
             print(
                 f"epoch {done}/{cfg.epochs}: loss {epoch_stats['loss']:.4f}, {epoch_stats['img_per_s']:.3g} img/s"
