@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from sirst.checkpoint import read_checkpoint, save_checkpoint
+from sirst.checkpoint import half_weights, read_checkpoint, save_checkpoint
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "src" / "sirst" / "weights"
 
@@ -24,16 +24,7 @@ def main() -> None:
     if args.name:
         args.out = str(WEIGHTS_DIR / f"dnanet_{args.name}.pt")
     ckpt = read_checkpoint(args.checkpoint)
-    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-    bundle = {
-        "model_name": ckpt["model_name"],
-        "model_kwargs": ckpt["model_kwargs"],
-        "state_dict": state,
-        "epoch": ckpt.get("epoch"),
-        "best_epoch": ckpt.get("best_epoch"),
-        "metrics": ckpt.get("metrics"),
-        "config": ckpt.get("config"),
-    }
+    bundle = half_weights(ckpt)
     save_checkpoint(bundle, args.out)
     size = Path(args.out).stat().st_size / 1e6
     print(f"wrote {args.out} ({size:.2f} MB, epoch {bundle['epoch']}, model {bundle['model_name']} "

@@ -34,13 +34,12 @@ from sirst.engine.fast import (
     TrainSource,
     adagrad_step_,
     augment_batch,
-    compact_state,
-    dequantize_log8,
     draw_augment,
     epoch_params,
-    expand_state,
-    quantize_log8,
 )
+from sirst.checkpoint import compact_training_state as compact_state
+from sirst.checkpoint import dequantize_log8, quantize_log8
+from sirst.checkpoint import expand_training_state as expand_state
 from sirst.models import create_model
 
 WIDTHS = (4, 8, 8, 16, 16)

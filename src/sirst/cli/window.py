@@ -167,9 +167,9 @@ def run_budget(args: argparse.Namespace) -> int:
 
 def run_expand(args: argparse.Namespace) -> int:
     from sirst.checkpoint import read_checkpoint, save_checkpoint
-    from sirst.engine.fast import expand_state
+    from sirst.checkpoint import expand_training_state
 
-    ckpt = expand_state(read_checkpoint(args.state))
+    ckpt = expand_training_state(read_checkpoint(args.state))
     save_checkpoint(ckpt, args.out)
     print(f"wrote {args.out} (epoch {ckpt.get('epoch')}): `sirst train --resume` continues from it when --out is "
           f"its folder and the options match its config")

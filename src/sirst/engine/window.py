@@ -56,10 +56,7 @@ from sirst.engine.fast import (
     FastStepOptions,
     ImageBank,
     TrainSource,
-    compact_state,
     epoch_params,
-    expand_state,
-    half_weights,
     steps_per_epoch,
 )
 
@@ -501,7 +498,7 @@ class _Run:
 
     def resume(self, resume_dir: Path | None) -> None:
         """Load ``RUN/last.pt`` of the window's folder, else a returned state from ``resume_dir``."""
-        from sirst.checkpoint import read_checkpoint
+        from sirst.checkpoint import expand_training_state, read_checkpoint
 
         candidates = [self.dir / "last.pt"]
         if resume_dir is not None:
@@ -510,7 +507,7 @@ class _Run:
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
             return
-        ckpt = expand_state(read_checkpoint(path, map_location="cpu"))
+        ckpt = expand_training_state(read_checkpoint(path, map_location="cpu"))
         if ckpt["model_name"] != self.cfg.model or ckpt["model_kwargs"] != self.model_kwargs:
             raise ValueError(f"{path}: holds {ckpt['model_name']!r} {ckpt['model_kwargs']}, run {self.plan.name!r} "
                              f"trains {self.cfg.model!r} {self.model_kwargs}")
@@ -667,6 +664,8 @@ class _Run:
 
     def best_weights(self, epoch: int) -> dict[str, Any]:
         """The evaluated copy's weights (those of ``epoch``) in the bundled-weights layout, on the host."""
+        from sirst.checkpoint import half_weights
+
         assert self.eval_model is not None
         return half_weights({"model_name": self.cfg.model, "model_kwargs": self.model_kwargs, "epoch": epoch,
                              "best_epoch": self.best_epoch, "metrics": self.last_metrics, "config": self.cfg.to_dict(),
@@ -696,14 +695,14 @@ class _Run:
 def _write_checkpoint(run_dir: Path, event: Any, ckpt: dict[str, Any]) -> str | None:
     """Save ``last.pt`` and the compact ``state.pt`` once the copies are done; refuses non-finite
     weights (returns why) so that the last good checkpoint stays."""
-    from sirst.checkpoint import save_checkpoint
+    from sirst.checkpoint import compact_training_state, save_checkpoint
 
     event.synchronize()
     for name, t in ckpt["state_dict"].items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             return f"not saved: non-finite values in {name}"
     save_checkpoint(ckpt, run_dir / "last.pt")
-    save_checkpoint(compact_state(ckpt), run_dir / "state.pt")
+    save_checkpoint(compact_training_state(ckpt), run_dir / "state.pt")
     return None
 
 
