@@ -67,6 +67,7 @@ def main() -> int:
         "trained on a real dataset and never saw this synthesized data, so their row measures transfer."
         if weights else "No DNANet weights were available when this was run, so the table has no DNANet row."
     )
+    unsupported = ("\nUnsupported: " + "; ".join(f"**{k}**: {v}" for k, v in UNSUPPORTED.items()) + ".\n") if UNSUPPORTED else ""
     doc = f"""# Classical baselines
 
 The traditional methods of the DNANet paper's Table II are in `sirst.classical`
@@ -87,8 +88,8 @@ probability 0.5. The Pd-Fa curves sweep a threshold on the response divided by i
 | nram | Zhang et al., Remote Sens. 2018 | patch 50, step 10, patch image min-max normalised, gamma = 0.002, lambda = 1/sqrt(min(m, n)), beta = 3/sqrt(min(m, n)), W = C/(abs(T)+0.04) with C = sqrt(min(m, n))/2.5, mu0 = 3 sqrt(max(m, n)), rho = 1.1 (the authors' published parameters) |
 | ript | Dai & Wu, IEEE JSTARS 2017 | patch 30, step 10, lambda = 1/sqrt(min(I, J, P)), h = 1, eps = 0.01 (grey levels 0-255), stop when the target support is stable |
 | pstnn | Zhang & Peng, Remote Sens. 2019 | patch 40, step 40, lambda = 0.6/sqrt(max(n1, n2) n3), mu0 = 1e-2, rho = 1.05, eps = 0.01 (grey levels 0-255) |
-
-Unsupported: {"; ".join(f"**{k}**: {v}" for k, v in UNSUPPORTED.items())}.
+| mslstipt | Sun, Yang & An, IEEE TGRS 2021 | single frame: the patch tensor (patch 40, step 40) in place of the frames; dictionary from tensor RPCA (lambda_0 = 4/sqrt(max(n1, n2) n3)) truncated at 50 grey levels; weighted Schatten p-norm, p = 0.8, C = 5; lambda = 1/sqrt(n3 max(n1, n2)) (the authors' settings). Multi-frame form: `sirst.classical.mslstipt_sequence`, `sirst classical-detect` |
+{unsupported}
 
 The local contrast measures (TLLCM, WSLCM) and the NRAM/RIPT weighting are our re-implementations
 from the papers' descriptions, not ports of the authors' code; see the docstrings for the exact
@@ -122,7 +123,8 @@ Command (`python scripts/run_comparison.py` runs it end to end):
 {shown}
 ```
 
-Results on real data (NUAA-SIRST), with the Pd-Fa curves: [baselines_real.md](baselines_real.md).
+Results on real data (NUAA-SIRST and NUDT-SIRST, Table II beside the paper's numbers), with the Pd-Fa
+curves: [baselines_real.md](baselines_real.md).
 """
     Path(args.doc).write_text(doc)
     print(f"wrote {args.doc}")
