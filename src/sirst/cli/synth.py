@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     ensure_output_dir(out)
     out = synthesize(
         args.out, args.num, seed=args.seed, size=args.size, backgrounds=args.backgrounds,
-        scr=args.scr, targets=args.targets, workers=args.workers, progress=not args.quiet,
+        scr=args.scr, targets=args.targets, workers=args.workers, progress=not args.quiet, hard_p=args.hard_p,
     )
     print(f"wrote {args.num} images to {out} (images/, masks/, 50_50/train.txt, 50_50/test.txt, targets.json)")
     return 0
@@ -63,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scr", type=_pair(float), default=(2.0, 12.0), help="SCR range MIN,MAX (default 2,12)")
     p.add_argument("--targets", type=_pair(int), default=(1, 3), help="targets per image MIN,MAX (default 1,3)")
     p.add_argument("--workers", type=positive_int, default=1, help="processes (default 1)")
+    p.add_argument("--hard-p", type=float, default=0.0, metavar="P",
+                   help="fraction of images with hard-negative clutter (HUD, text, edges, lamps, hot pixels, sensor "
+                        "noise), half of them target-free (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace the images of a dataset already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar (results, warnings and errors are still printed)")
     p.set_defaults(func=run)

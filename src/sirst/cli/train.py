@@ -119,6 +119,14 @@ def _config_from_args(args: argparse.Namespace):
         log_every=args.log_every,
         protocol=args.protocol,
         progress=not args.quiet,
+        extra_data=list(args.extra_data or []),
+        negatives=list(args.negatives or []),
+        negatives_per_epoch=args.negatives_per_epoch,
+        val_negatives=list(args.val_negatives or []),
+        val_negative_crops=args.val_negative_crops,
+        synth_per_epoch=args.synth_per_epoch,
+        synth_hard_p=args.synth_hard_p,
+        init_weights=args.init_weights,
     )
 
 
@@ -200,5 +208,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", choices=("exact", "reference"), default="exact", help="metrics protocol")
     p.add_argument("--log-every", type=positive_int, default=10, metavar="N", help="progress bar update (host sync) every N steps")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    g = p.add_argument_group("more data: several datasets, hard negatives, synthesized samples")
+    g.add_argument("--extra-data", nargs="+", metavar="ROOT", default=None,
+                   help="more labelled datasets: their train splits join training (and their --val-fraction "
+                        "carves join validation)")
+    g.add_argument("--negatives", nargs="+", metavar="ROOT[:IDS]", default=None,
+                   help="folders of target-free frames (IDS: a file of frame ids, else ROOT/all.txt or all images)")
+    g.add_argument("--negatives-per-epoch", type=int, default=0, metavar="N",
+                   help="random crops of --negatives per epoch, at scales 0.5-2x native (default: 0)")
+    g.add_argument("--val-negatives", nargs="+", metavar="ROOT[:IDS]", default=None,
+                   help="target-free frames whose fixed crops join validation (false alarms there lower val IoU)")
+    g.add_argument("--val-negative-crops", type=int, default=0, metavar="N",
+                   help="native-scale crops of --val-negatives in validation (default: 0)")
+    g.add_argument("--synth-per-epoch", type=int, default=0, metavar="N",
+                   help="synthesized samples drawn fresh every epoch (default: 0)")
+    g.add_argument("--synth-hard-p", type=float, default=0.5, metavar="P",
+                   help="fraction of synthesized samples carrying hard-negative clutter (default: 0.5)")
+    g.add_argument("--init-weights", default=None, metavar="W",
+                   help="start from these weights (bundled name or checkpoint) instead of a random init")
     _track_explicit(p)  # last: after every option is added
     p.set_defaults(func=run)

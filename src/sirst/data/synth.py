@@ -486,16 +486,27 @@ def _real_background(rng: np.random.Generator, path: Path, size: int) -> np.ndar
     return img[y : y + size, x : x + size]
 
 
-def _one(args: tuple[int, int, SynthConfig, list[Path] | None]) -> tuple[str, np.ndarray, np.ndarray, list[dict]]:
-    seed, index, config, backgrounds = args
+def _one(args: tuple[int, int, SynthConfig, list[Path] | None, float]) -> tuple[str, np.ndarray, np.ndarray, list[dict]]:
+    seed, index, config, backgrounds, hard_p = args
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
     sample_id = f"{index:06d}"
+    # Drawn only when asked for, so datasets without hard samples keep their bytes.
+    hard = hard_p > 0 and rng.random() < hard_p
     if backgrounds:
         src = backgrounds[int(rng.integers(0, len(backgrounds)))]
-        image, mask, targets = make_sample(rng, config, background=_real_background(rng, src, config.size))
+        background = _real_background(rng, src, config.size)
         kind = f"real:{src.name}"
     else:
         kind = SCENE_KINDS[index % len(SCENE_KINDS)]  # balanced scene kinds
+        background = None
+    if hard:
+        if background is None:
+            background = make_background(rng, kind, config.size)
+        image, mask, targets = make_hard_sample(rng, config, negative_p=0.5, background=background)
+        kind = f"{kind}+clutter"
+    elif background is not None:
+        image, mask, targets = make_sample(rng, config, background=background)
+    else:
         image, mask, targets = make_sample(rng, config, kind=kind)
     for k, t in enumerate(targets):
         t.update({"image": sample_id, "index": k, "background": kind})
@@ -512,8 +523,12 @@ def synthesize(
     targets: tuple[int, int] = (1, 3),
     progress: bool = True,
     workers: int = 1,
+    hard_p: float = 0.0,
 ) -> Path:
     """Write a synthetic dataset in the standard layout and return its folder.
+
+    ``hard_p``: fraction of images drawn with hard-negative clutter (:func:`make_hard_sample`: HUD graphics,
+    text, edges, lamps, hot pixels, sensor noise ...), half of them without any target.
 
     Creates ``images/<id>.png`` (8-bit), ``masks/<id>.png`` (0/255), ``50_50/train.txt`` and
     ``50_50/test.txt`` (a seeded half/half split) and ``targets.json`` (one record per target:
@@ -534,7 +549,9 @@ def synthesize(
     out = Path(out_dir)
     config = SynthConfig(size=size, scr=(float(scr[0]), float(scr[1])), targets=(int(targets[0]), int(targets[1])))
     bg_files = _load_backgrounds(Path(backgrounds)) if backgrounds is not None else None
-    jobs = [(seed, i, config, bg_files) for i in range(num)]
+    if not 0.0 <= hard_p <= 1.0:
+        raise ValueError(f"--hard-p must be in [0, 1], got {hard_p}")
+    jobs = [(seed, i, config, bg_files, float(hard_p)) for i in range(num)]
     records: list[dict] = []
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor

@@ -57,11 +57,26 @@ class TrainConfig:
     protocol: str = "exact"
     progress: bool = True
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Beyond one labelled split (see sirst.data.mixture): more labelled datasets, whose train splits
+    # (less their --val-fraction carve, which joins validation) join training; target-free frames as
+    # hard negatives; synthesized samples (half with hard-negative clutter) drawn fresh every epoch.
+    extra_data: list[str] = field(default_factory=list)
+    negatives: list[str] = field(default_factory=list)  # "ROOT" or "ROOT:IDS_FILE" of target-free frames
+    negatives_per_epoch: int = 0  # random multi-scale crops of ``negatives`` per epoch
+    val_negatives: list[str] = field(default_factory=list)  # target-free frames added to validation
+    val_negative_crops: int = 0  # fixed native-scale crops of ``val_negatives`` in validation
+    synth_per_epoch: int = 0
+    synth_hard_p: float = 0.5  # fraction of synthesized samples with hard-negative clutter
+    init_weights: str | None = None  # start from these weights (bundled name or checkpoint), not from scratch
 
     def validate(self) -> None:
         """Raise ``ValueError``/``FileNotFoundError`` naming the bad value (paths first)."""
-        if not Path(self.data).is_dir():
-            raise FileNotFoundError(f"{self.data}: dataset directory does not exist")
+        for root in [self.data, *self.extra_data]:
+            if not Path(root).is_dir():
+                raise FileNotFoundError(f"{root}: dataset directory does not exist")
+        for spec in [*self.negatives, *self.val_negatives]:
+            if not Path(str(spec).partition(":")[0]).is_dir():
+                raise FileNotFoundError(f"{spec}: folder of target-free frames does not exist")
         out = Path(self.out)
         if out.exists() and not out.is_dir():
             raise ValueError(f"{self.out}: output path exists and is not a directory")
@@ -89,6 +104,14 @@ class TrainConfig:
              f"--max-test-images must be >= 1, got {self.max_test_images}"),
             (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
             (self.in_channels >= 1, f"--in-channels must be >= 1, got {self.in_channels}"),
+            (self.negatives_per_epoch >= 0, f"--negatives-per-epoch must be >= 0, got {self.negatives_per_epoch}"),
+            (not self.negatives_per_epoch or bool(self.negatives),
+             "--negatives-per-epoch needs --negatives (folders of target-free frames)"),
+            (self.val_negative_crops >= 0, f"--val-negative-crops must be >= 0, got {self.val_negative_crops}"),
+            (not self.val_negative_crops or bool(self.val_negatives),
+             "--val-negative-crops needs --val-negatives (folders of target-free frames)"),
+            (self.synth_per_epoch >= 0, f"--synth-per-epoch must be >= 0, got {self.synth_per_epoch}"),
+            (0.0 <= self.synth_hard_p <= 1.0, f"--synth-hard-p must be in [0, 1], got {self.synth_hard_p}"),
         ]
         for ok, message in checks:
             if not ok:

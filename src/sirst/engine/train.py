@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset
 
 from sirst.engine.config import TrainConfig
 from sirst.engine.distributed import (
@@ -47,7 +47,9 @@ from sirst.engine.steps import TrainStep, get_train_step, unwrap
 
 # Options that decide the data order, augmentation and model: a resume must not change them.
 _RESUME_MUST_MATCH: tuple[str, ...] = ("data", "split", "seed", "batch_size", "crop_size", "base_size", "val_fraction",
-                                       "max_train_images", "in_channels")
+                                       "max_train_images", "in_channels", "extra_data", "negatives",
+                                       "negatives_per_epoch", "val_negatives", "val_negative_crops", "synth_per_epoch",
+                                       "synth_hard_p", "init_weights")
 # The optimizer and scheduler states in last.pt belong to these: changing them on --resume would be
 # ignored (load_state_dict restores the saved learning rates) or fail; they need a new run.
 _RESUME_OPTIMIZER_MUST_MATCH: tuple[str, ...] = ("optimizer", "scheduler", "lr", "min_lr", "weight_decay")
@@ -121,45 +123,90 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
     return model, kwargs
 
 
-def _base_dataset(ds: Dataset) -> Dataset:
-    while isinstance(ds, Subset):
-        ds = ds.dataset
-    return ds
+def set_epoch(ds: Dataset, epoch: int) -> None:
+    """Tell every dataset inside ``ds`` (through ``Subset`` and ``ConcatDataset``) which epoch starts."""
+    if isinstance(ds, Subset):
+        set_epoch(ds.dataset, epoch)
+    elif isinstance(ds, ConcatDataset):
+        for part in ds.datasets:
+            set_epoch(part, epoch)
+    elif hasattr(ds, "set_epoch"):
+        ds.set_epoch(epoch)
+
+
+def _labelled_split(cfg: TrainConfig, root: str) -> tuple[Dataset, Dataset | None, Dataset]:
+    """One labelled dataset's training part, its validation carve (or None) and its test split."""
+    from sirst.data import SirstDataset
+
+    common = dict(split=cfg.split, base_size=cfg.base_size, in_channels=cfg.in_channels)
+    train_full = SirstDataset(root, subset="train", mode="train", crop_size=cfg.crop_size, seed=cfg.seed, **common)
+    n = len(train_full)
+    train_idx = list(range(n))
+    val: Dataset | None = None
+    if cfg.val_fraction > 0:
+        n_val = max(1, int(round(cfg.val_fraction * n)))
+        if n_val >= n:
+            raise ValueError(f"{root}: --val-fraction {cfg.val_fraction} leaves no training images out of {n}")
+        perm = np.random.default_rng(cfg.seed).permutation(n)
+        val_idx = sorted(int(i) for i in perm[:n_val])
+        train_idx = sorted(int(i) for i in perm[n_val:])
+        val = Subset(SirstDataset(root, subset="train", mode="eval", protocol=cfg.protocol, **common), val_idx)
+    if cfg.max_train_images is not None:
+        train_idx = train_idx[: cfg.max_train_images]
+    train: Dataset = train_full if len(train_idx) == n else Subset(train_full, train_idx)
+    test = SirstDataset(root, subset="test", mode="eval", protocol=cfg.protocol, **common)
+    return train, val, test
 
 
 def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, str]:
     """The training set (``mode="train"``), the evaluation set (``mode="eval"``) and its name.
 
-    With ``cfg.val_fraction > 0`` a validation split is carved out of the training ids
-    (a permutation seeded by ``cfg.seed``) and used for evaluation and checkpoint selection
-    instead of the test split. ``max_train_images`` / ``max_test_images`` keep the first N.
+    With ``cfg.val_fraction > 0`` a validation split is carved out of the training ids of every
+    labelled dataset (``cfg.data`` and ``cfg.extra_data``; a permutation seeded by ``cfg.seed``) and
+    used for evaluation and checkpoint selection instead of the test split; fixed crops of
+    ``cfg.val_negatives`` join it (their false alarms enlarge the union, so they lower the IoU that
+    selects the checkpoint). Without a carve the evaluation set is ``cfg.data``'s test split.
+    ``cfg.negatives`` and ``cfg.synth_per_epoch`` add hard negatives and synthesized samples to the
+    training set (:mod:`sirst.data.mixture`). ``max_train_images`` / ``max_test_images`` keep the
+    first N (per labelled dataset / of the evaluation set).
     """
-    from sirst.data import SirstDataset
+    from sirst.data.mixture import NegativeFrames, SynthStream
 
-    common = dict(split=cfg.split, base_size=cfg.base_size, in_channels=cfg.in_channels)
-    train_full = SirstDataset(cfg.data, subset="train", mode="train", crop_size=cfg.crop_size, seed=cfg.seed, **common)
-    n = len(train_full)
-    train_idx = list(range(n))
+    train_parts: list[Dataset] = []
+    val_parts: list[Dataset] = []
+    primary_test: Dataset | None = None
+    for root in [cfg.data, *cfg.extra_data]:
+        train, val, test = _labelled_split(cfg, root)
+        train_parts.append(train)
+        if val is not None:
+            val_parts.append(val)
+        primary_test = primary_test if primary_test is not None else test
+    if cfg.negatives_per_epoch:
+        per_source = -(-cfg.negatives_per_epoch // len(cfg.negatives))
+        for spec in cfg.negatives:
+            train_parts.append(NegativeFrames(spec, per_source, crop_size=cfg.crop_size, in_channels=cfg.in_channels,
+                                              seed=cfg.seed))
+    if cfg.synth_per_epoch:
+        train_parts.append(SynthStream(cfg.synth_per_epoch, crop_size=cfg.crop_size, hard_p=cfg.synth_hard_p,
+                                       backgrounds=cfg.negatives[0] if cfg.negatives else None,
+                                       in_channels=cfg.in_channels, seed=cfg.seed))
     if cfg.val_fraction > 0:
-        n_val = max(1, int(round(cfg.val_fraction * n)))
-        if n_val >= n:
-            raise ValueError(f"{cfg.data}: --val-fraction {cfg.val_fraction} leaves no training images out of {n}")
-        perm = np.random.default_rng(cfg.seed).permutation(n)
-        val_idx = sorted(int(i) for i in perm[:n_val])
-        train_idx = sorted(int(i) for i in perm[n_val:])
-        eval_base = SirstDataset(cfg.data, subset="train", mode="eval", protocol=cfg.protocol, **common)
-        eval_idx, eval_split = val_idx, "val"
+        eval_split = "val"
+        if cfg.val_negative_crops:
+            per_source = -(-cfg.val_negative_crops // len(cfg.val_negatives))
+            for spec in cfg.val_negatives:
+                val_parts.append(NegativeFrames(spec, per_source, crop_size=cfg.crop_size, mode="eval",
+                                                in_channels=cfg.in_channels, seed=cfg.seed))
+        eval_set: Dataset = val_parts[0] if len(val_parts) == 1 else ConcatDataset(val_parts)
     else:
-        eval_base = SirstDataset(cfg.data, subset="test", mode="eval", protocol=cfg.protocol, **common)
-        eval_idx, eval_split = list(range(len(eval_base))), "test"
-    if cfg.max_train_images is not None:
-        train_idx = train_idx[: cfg.max_train_images]
-    if cfg.max_test_images is not None:
-        eval_idx = eval_idx[: cfg.max_test_images]
-    if not eval_idx:
+        eval_split = "test"
+        assert primary_test is not None
+        eval_set = primary_test
+    if cfg.max_test_images is not None and cfg.max_test_images < len(eval_set):
+        eval_set = Subset(eval_set, list(range(cfg.max_test_images)))
+    if len(eval_set) == 0:
         raise ValueError(f"{cfg.data}: the {eval_split} split has no images to evaluate on")
-    train_set: Dataset = train_full if len(train_idx) == n else Subset(train_full, train_idx)
-    eval_set: Dataset = eval_base if len(eval_idx) == len(eval_base) else Subset(eval_base, eval_idx)
+    train_set: Dataset = train_parts[0] if len(train_parts) == 1 else ConcatDataset(train_parts)
     return train_set, eval_set, eval_split
 
 
@@ -391,6 +438,8 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device, overrides: di
     result = TrainResult(out_dir=out, eval_split=eval_split, is_main=info.is_main)
     start_epoch = 0
     resumed_metrics: dict[str, Any] | None = None
+    if cfg.init_weights is not None and not cfg.resume:
+        _load_init_weights(cfg, model, model_kwargs)
     last_is_good = False  # whether out/last.pt may be kept as last.prev.pt before it is replaced
     if cfg.resume:
         ckpt, ckpt_path = _read_resume_checkpoint(out, device)
@@ -466,9 +515,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device, overrides: di
     run_start = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
-        base = _base_dataset(train_set)
-        if hasattr(base, "set_epoch"):
-            base.set_epoch(epoch)
+        set_epoch(train_set, epoch)
         loader = DataLoader(
             train_set,
             batch_size=cfg.batch_size,
@@ -542,6 +589,18 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device, overrides: di
                       f"--resume continues from {out / 'last.pt'}", flush=True)
             break
     return result
+
+
+def _load_init_weights(cfg: TrainConfig, model: nn.Module, model_kwargs: dict[str, Any]) -> None:
+    """Start from ``cfg.init_weights`` (bundled name or checkpoint path) instead of the random init."""
+    from sirst.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(cfg.init_weights)
+    if ckpt["model_name"] != cfg.model or ckpt.get("model_kwargs", {}) != model_kwargs:
+        raise ValueError(f"{cfg.init_weights}: --init-weights hold model {ckpt['model_name']!r} "
+                         f"{ckpt.get('model_kwargs')}, but this run trains {cfg.model!r} {model_kwargs}")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    unwrap(model).load_state_dict(state)
 
 
 def _out_of_time(run_start: float, cfg: TrainConfig, info: DistInfo, device: torch.device) -> bool:
