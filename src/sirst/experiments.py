@@ -430,6 +430,7 @@ def paper_numbers(recipe: Recipe, data: str | os.PathLike) -> dict[str, list[flo
 def _row(res: Any, kind: str) -> dict[str, Any]:
     row: dict[str, Any] = dict(res.table_row())
     row["pd_point_x100"] = 100.0 * res.metrics.get("pd_point", float("nan"))
+    row.setdefault("cpu_seconds_per_image", float("nan"))  # kept for cached classical rows only
     total = res.extra.get("images_total", res.num_images)
     row["complete"] = res.num_images == total
     row["images"] = str(res.num_images) if row["complete"] else f"{res.num_images}/{total} (pending)"
