@@ -52,7 +52,7 @@ def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> None:
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict, with a clear error for missing, corrupt or foreign files.
 
-    ``path`` may also name bundled weights (``"nuaa"``, ``"nudt"``; see :mod:`sirst.weights`).
+    ``path`` may also name bundled weights (``"general"``, ``"nuaa"``, ``"nudt"``; see :mod:`sirst.weights`).
     """
     from sirst.weights import resolve_weights
 

@@ -98,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="*", help="image files, folders (recursive: images and videos) or video files")
     p.add_argument("--samples", action="store_true", help="also run on the bundled sample images")
     p.add_argument("--weights", default=None, help="checkpoint .pt (or .onnx with --backend onnxruntime), or a "
-                                                   "bundled DNANet: nuaa (default, real infrared), nudt")
+                                                   "bundled DNANet: general (default: both datasets + hard negatives), nuaa, nudt")
     p.add_argument("--out", default="detections", help="output folder, new or existing (default: detections)")
     p.add_argument("--threshold", type=probability, default=0.5, help="probability threshold in (0, 1) (default 0.5)")
     p.add_argument("--bit-depth", type=int_at_least(1, 16), default=None, metavar="N",

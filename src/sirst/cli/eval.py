@@ -318,7 +318,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--masks", type=Path, default=None, help="folder of masks <id>.png (or <id>_pixels0.png, .npy)")
     p.add_argument("--data", type=Path, default=None,
                    help="instead of --pred/--masks: evaluate a network on this dataset (standard layout)")
-    p.add_argument("--weights", default=None, help="with --data: checkpoint, or a bundled name: nuaa (default), nudt")
+    p.add_argument("--weights", default=None, help="with --data: checkpoint, or a bundled name: general (default), nuaa, nudt")
     p.add_argument("--split", default="auto", help="with --data: split folder (default auto: 50_50 if present)")
     p.add_argument("--subset", choices=["train", "test"], default="test", help="with --data: subset (default test)")
     p.add_argument("--device", default="cpu", help="with --data: cpu or cuda (default cpu)")

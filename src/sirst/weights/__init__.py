@@ -1,10 +1,12 @@
 """Weights bundled with the package, so ``sirst detect`` works without downloading anything.
 
-Two DNANet-ResNet18 models trained by us with the paper's protocol (see MODEL_CARD.md at the
-repository root for data, protocol, hardware and measured results), stored in fp16:
+Three DNANet-ResNet18 models trained by us (see MODEL_CARD.md at the repository root for data,
+protocol, hardware and measured results), stored in fp16:
 
-- ``nuaa``: trained on the NUAA-SIRST 50_50 train split (real infrared images); the default.
-- ``nudt``: trained on the NUDT-SIRST 50_50 train split (real backgrounds, synthesized targets).
+- ``general``: ``nuaa`` fine-tuned on both datasets' train splits plus real target-free frames and
+  synthesized hard negatives, for scenes none of the data shows; the default.
+- ``nuaa``: the paper's protocol on the NUAA-SIRST 50_50 train split (real infrared images).
+- ``nudt``: the paper's protocol on the NUDT-SIRST 50_50 train split (real backgrounds, synthesized targets).
 
 Anywhere a checkpoint path is accepted (``--weights``, :func:`sirst.checkpoint.read_checkpoint`),
 one of these names selects the bundled file.
@@ -18,8 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-BUNDLED: dict[str, str] = {"nuaa": "dnanet_nuaa.pt", "nudt": "dnanet_nudt.pt"}
-DEFAULT_WEIGHTS = "nuaa"
+BUNDLED: dict[str, str] = {"general": "dnanet_general.pt", "nuaa": "dnanet_nuaa.pt", "nudt": "dnanet_nudt.pt"}
+DEFAULT_WEIGHTS = "general"
 
 
 def bundled_names() -> list[str]:
@@ -28,7 +30,7 @@ def bundled_names() -> list[str]:
 
 
 def default_weights_path(name: str = DEFAULT_WEIGHTS) -> Path:
-    """Path of the bundled weights file ``name`` (``"nuaa"`` by default)."""
+    """Path of the bundled weights file ``name`` (the default weights when not given)."""
     if name not in BUNDLED:
         raise ValueError(f"{name}: no bundled weights of that name; bundled: {', '.join(bundled_names())}")
     return Path(__file__).resolve().parent / BUNDLED[name]
@@ -36,7 +38,7 @@ def default_weights_path(name: str = DEFAULT_WEIGHTS) -> Path:
 
 def resolve_weights(spec: str | os.PathLike | None) -> Path:
     """The checkpoint file for ``spec``: ``None`` = the default bundled weights, a bundled name
-    (``"nuaa"``, ``"nudt"``) = that file, anything else = a path (an existing file of that name wins).
+    (``"general"``, ``"nuaa"``, ``"nudt"``) = that file, anything else = a path (an existing file of that name wins).
 
     Raises ``FileNotFoundError`` when bundled weights are asked for but missing from the installation.
     """
