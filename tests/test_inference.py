@@ -213,11 +213,12 @@ def test_samples_flag_runs_on_bundled_images(tmp_path, monkeypatch, capsys):
 def test_missing_bundled_weights_is_a_clear_error(tmp_path, monkeypatch, capsys):
     import sirst.weights
 
-    monkeypatch.setattr(sirst.weights, "default_weights_path", lambda name="nuaa": tmp_path / f"dnanet_{name}.pt")
+    default = sirst.weights.DEFAULT_WEIGHTS
+    monkeypatch.setattr(sirst.weights, "default_weights_path", lambda name=default: tmp_path / f"dnanet_{name}.pt")
     img = tmp_path / "x.png"
     Image.fromarray((scene(48, 48) * 255).astype(np.uint8)).save(img)
     assert main(["detect", str(img), "--out", str(tmp_path / "o")]) == 2
-    assert "dnanet_nuaa.pt: bundled weights are missing" in capsys.readouterr().err
+    assert f"dnanet_{default}.pt: bundled weights are missing" in capsys.readouterr().err
 
 
 def test_duplicate_stems_get_unique_ids(tmp_path):
@@ -270,13 +271,15 @@ def test_tiled_frames_agree_with_whole_frames_within_the_documented_tolerance():
     """DNANet's channel attention pools over the whole input, so tiles cannot match a whole frame
     bit for bit. The documented tolerance (sirst.inference): at least 85% of the targets agree both
     ways (centroids < 3 px apart) and at most 20% of the mask pixels differ, here with small 256-pixel
-    tiles on a cluttered 384x384 mosaic (the automatic tiles are 720 pixels and agree better)."""
+    tiles on a cluttered 384x384 mosaic (the automatic tiles are 720 pixels and agree better). Measured
+    with the `nuaa` weights, for which the tolerance is documented (`general`: 4 of 5 targets, 8 of 275
+    pixels, also in the docstring)."""
     from sirst.targets import extract_targets
     from sirst.weights import load_default_model
 
     samples = [read_image(p) for p in sorted((Path(__file__).resolve().parents[1] / "src/sirst/samples").glob("*.png"))]
     big = np.block([[samples[0], samples[1]], [samples[2], samples[3]]])[:384, :384]
-    model = load_default_model()
+    model = load_default_model(name="nuaa")
     whole = Detector(model, tile=0).predict_scores([big])[0]
     tiled = Detector(model, tile=256, overlap=64).predict_scores([big])[0]
     ta, tb = extract_targets(whole > 0.5, whole), extract_targets(tiled > 0.5, tiled)
