@@ -172,22 +172,35 @@ class SirstDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample_id = self.pairs[index][0]
         image, mask = self.load(index)
-        size = image.shape
         if self.mode == "train":
             rng = np.random.default_rng([self.seed, self.epoch, index])
             image, mask = train_augment(image, mask, rng, self.base_size, self.crop_size)
-            size = image.shape
-        elif self.protocol == "reference":
-            image, mask = resize_reference(image, mask, self.base_size)
-            size = image.shape
-        else:
-            image, mask = pad_to_multiple(image), pad_to_multiple(mask)
-        return {
-            "image": to_network_input(image, self.in_channels).contiguous(),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
-            "id": sample_id,
-            "size": (int(size[0]), int(size[1])),
-        }
+            return make_item(image, mask, sample_id, self.in_channels)
+        return eval_item(image, mask, sample_id, self.in_channels, self.protocol, self.base_size)
+
+
+def make_item(image: np.ndarray, mask: np.ndarray, sample_id: str, in_channels: int,
+              size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The dataset item of a grayscale ``image`` (H, W) in [0, 1] and ``mask`` (H, W):
+    ``{"image": (C, H, W) normalised, "mask": (1, H, W) float in {0, 1}, "id", "size"}``;
+    ``size`` (before any padding) defaults to the image's."""
+    h, w = size if size is not None else image.shape
+    return {
+        "image": to_network_input(image, in_channels).contiguous(),
+        "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
+        "id": sample_id,
+        "size": (int(h), int(w)),
+    }
+
+
+def eval_item(image: np.ndarray, mask: np.ndarray, sample_id: str, in_channels: int, protocol: str = "exact",
+              base_size: int = 256) -> dict[str, Any]:
+    """The evaluation item of a raw image (H, W) and mask: native size padded to a multiple of 16
+    (``"exact"``, ``size`` = the native size) or resized to ``base_size`` squared (``"reference"``)."""
+    if protocol == "reference":
+        image, mask = resize_reference(image, mask, base_size)
+        return make_item(image, mask, sample_id, in_channels)
+    return make_item(pad_to_multiple(image), pad_to_multiple(mask), sample_id, in_channels, size=image.shape)
 
 
 def pad_collate(samples: list[dict[str, Any]], multiple: int = 16) -> dict[str, Any]:

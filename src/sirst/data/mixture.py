@@ -28,10 +28,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
-from sirst.data.io import IMAGE_EXTENSIONS, read_image, to_network_input
+from sirst.data.dataset import make_item
+from sirst.data.io import IMAGE_EXTENSIONS, read_image
 
 # Decorrelate the streams of the different sources that share one seed and epoch.
 _NEGATIVE_STREAM = 7_001
@@ -124,15 +124,6 @@ class _FrameCache:
         return {"paths": self.paths, "_frames": {}}
 
 
-def _item(image: np.ndarray, mask: np.ndarray, sample_id: str, in_channels: int) -> dict[str, Any]:
-    return {
-        "image": to_network_input(image, in_channels).contiguous(),
-        "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
-        "id": sample_id,
-        "size": (int(image.shape[0]), int(image.shape[1])),
-    }
-
-
 class NegativeFrames(Dataset):
     """Crops of real target-free frames: hard negatives with empty masks.
 
@@ -179,7 +170,7 @@ class NegativeFrames(Dataset):
             rng = np.random.default_rng([self.seed, index, _NEGATIVE_STREAM])
             image = _scaled_crop(frame, rng, self.crop_size, (1.0, 1.0))
         mask = np.zeros(image.shape, bool)
-        return _item(image, mask, f"{self.frames.paths[k].stem}#{index}", self.in_channels)
+        return make_item(image, mask, f"{self.frames.paths[k].stem}#{index}", self.in_channels)
 
 
 class SynthStream(Dataset):
@@ -228,7 +219,7 @@ class SynthStream(Dataset):
         image = image8.astype(np.float32) / 255.0
         if rng.random() < 0.5:
             image, mask = image[:, ::-1], mask[:, ::-1]
-        return _item(np.ascontiguousarray(image), mask, f"synth-{self.epoch}-{index}", self.in_channels)
+        return make_item(np.ascontiguousarray(image), mask, f"synth-{self.epoch}-{index}", self.in_channels)
 
 
 def source_label(spec: str | os.PathLike) -> str:

@@ -235,23 +235,11 @@ class PackedEvalSet(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from sirst.data.io import to_network_input
-        from sirst.data.transforms import pad_to_multiple, resize_reference
+        from sirst.data.dataset import eval_item
 
         sample_id, image, mask = self.items[index]
-        gray = image.astype(np.float32) / 255.0
-        if self.protocol == "reference":
-            gray, mask = resize_reference(gray, mask, self.base_size)
-            size = gray.shape
-        else:
-            size = gray.shape
-            gray, mask = pad_to_multiple(gray), pad_to_multiple(mask)
-        return {
-            "image": to_network_input(gray, self.in_channels).contiguous(),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
-            "id": sample_id,
-            "size": (int(size[0]), int(size[1])),
-        }
+        return eval_item(image.astype(np.float32) / 255.0, mask, sample_id, self.in_channels, self.protocol,
+                         self.base_size)
 
 
 def _synth_one(args: tuple[int, int, float, int]) -> tuple[np.ndarray, np.ndarray]:
