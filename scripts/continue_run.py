@@ -62,8 +62,10 @@ def main() -> None:
     run_dir, state_dir = ROOT / "runs" / args.name, ROOT / "states" / args.name
     cfg = recipe_config(args.name, Path(args.data), run_dir, args.minutes)
     state_file = state_dir / "state.pt"
+    first_epoch = 1
     if (run_dir / "last.pt").is_file():
-        print(f"continuing {run_dir / 'last.pt'} (this session's run)")
+        first_epoch = int(read_checkpoint(run_dir / "last.pt")["epoch"]) + 1
+        print(f"continuing {run_dir / 'last.pt'} (this session's run, from epoch {first_epoch})")
         cfg.resume = True
     elif state_file.is_file():
         ckpt = expand_training_state(torch.load(state_file, map_location="cpu", weights_only=False))
@@ -71,6 +73,7 @@ def main() -> None:
         save_checkpoint(ckpt, run_dir / "last.pt")
         if (state_dir / "metrics.jsonl").is_file():
             shutil.copy(state_dir / "metrics.jsonl", run_dir / "metrics.jsonl")
+        first_epoch = int(ckpt["epoch"]) + 1
         print(f"continuing from {state_file} (epoch {ckpt['epoch']}, best val IoU {ckpt['best_iou']:.4f} "
               f"at epoch {ckpt['best_epoch']})")
         cfg.resume = True
@@ -81,7 +84,6 @@ def main() -> None:
     import time
 
     started = time.time()
-    first_epoch = int(read_checkpoint(run_dir / "last.pt")["epoch"]) + 1 if cfg.resume else 1
     train(cfg)
     last = read_checkpoint(run_dir / "last.pt")
     state_dir.mkdir(parents=True, exist_ok=True)

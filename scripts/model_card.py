@@ -36,23 +36,23 @@ _GPU = ("one NVIDIA H100 80GB (device tool), runs side by side on the one GPU, b
 _GRAY = ("the dataset's images converted once to 8-bit grayscale PNGs (luminance rounded to 8 bits, as "
          "`sirst.data.read_image` computes it) to fit the transfer limit of the GPU machine; evaluation reads the "
          "original files")
+
+
+def _gpu_run(name: str, dataset: str, epochs: int) -> dict:
+    """A run of scripts/reference_training.sh: the paper's protocol on one dataset, 16 GPU minutes."""
+    return {
+        "datasets": [dataset], "epochs": epochs,
+        "data": f"{dataset} `50_50/train.txt` minus a 10 % validation carve (a permutation seeded by 0); {_GRAY}",
+        "hardware": _GPU, "minutes": "16 GPU minutes",
+        "selection": "best validation IoU, checked every 5 epochs",
+        "command": f"sirst train --data {dataset} --out runs/{name} --device cuda --amp --channels-last --workers 6 "
+                   "--val-fraction 0.1 --eval-every 5 --epochs 1500 --max-minutes 16 --seed 0",
+    }
+
+
 MODELS = {
-    "nuaa": {
-        "datasets": ["NUAA-SIRST"], "epochs": 393,
-        "data": f"NUAA-SIRST `50_50/train.txt` minus a 10 % validation carve (a permutation seeded by 0); {_GRAY}",
-        "hardware": _GPU, "minutes": "16 GPU minutes",
-        "selection": "best validation IoU, checked every 5 epochs",
-        "command": "sirst train --data NUAA-SIRST --out runs/nuaa --device cuda --amp --channels-last --workers 6 "
-                   "--val-fraction 0.1 --eval-every 5 --epochs 1500 --max-minutes 16 --seed 0",
-    },
-    "nudt": {
-        "datasets": ["NUDT-SIRST"], "epochs": 74,
-        "data": f"NUDT-SIRST `50_50/train.txt` minus a 10 % validation carve (a permutation seeded by 0); {_GRAY}",
-        "hardware": _GPU, "minutes": "16 GPU minutes",
-        "selection": "best validation IoU, checked every 5 epochs",
-        "command": "sirst train --data NUDT-SIRST --out runs/nudt --device cuda --amp --channels-last --workers 6 "
-                   "--val-fraction 0.1 --eval-every 5 --epochs 1500 --max-minutes 16 --seed 0",
-    },
+    "nuaa": _gpu_run("nuaa", "NUAA-SIRST", 393),
+    "nudt": _gpu_run("nudt", "NUDT-SIRST", 74),
     "general": {
         "datasets": ["NUAA-SIRST", "NUDT-SIRST"], "epochs": None,  # read from states/general/metrics.jsonl
         "data": "fine-tuned from `nuaa`: NUAA-SIRST and NUDT-SIRST `50_50/train.txt` (each less a 10 % validation "

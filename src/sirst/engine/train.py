@@ -134,8 +134,8 @@ def set_epoch(ds: Dataset, epoch: int) -> None:
         ds.set_epoch(epoch)
 
 
-def _labelled_split(cfg: TrainConfig, root: str) -> tuple[Dataset, Dataset | None, Dataset]:
-    """One labelled dataset's training part, its validation carve (or None) and its test split."""
+def _labelled_split(cfg: TrainConfig, root: str) -> tuple[Dataset, Dataset | None]:
+    """One labelled dataset's training part and its validation carve (None without --val-fraction)."""
     from sirst.data import SirstDataset
 
     common = dict(split=cfg.split, base_size=cfg.base_size, in_channels=cfg.in_channels)
@@ -154,8 +154,7 @@ def _labelled_split(cfg: TrainConfig, root: str) -> tuple[Dataset, Dataset | Non
     if cfg.max_train_images is not None:
         train_idx = train_idx[: cfg.max_train_images]
     train: Dataset = train_full if len(train_idx) == n else Subset(train_full, train_idx)
-    test = SirstDataset(root, subset="test", mode="eval", protocol=cfg.protocol, **common)
-    return train, val, test
+    return train, val
 
 
 def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, str]:
@@ -174,13 +173,11 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, str]:
 
     train_parts: list[Dataset] = []
     val_parts: list[Dataset] = []
-    primary_test: Dataset | None = None
     for root in [cfg.data, *cfg.extra_data]:
-        train, val, test = _labelled_split(cfg, root)
+        train, val = _labelled_split(cfg, root)
         train_parts.append(train)
         if val is not None:
             val_parts.append(val)
-        primary_test = primary_test if primary_test is not None else test
     if cfg.negatives_per_epoch:
         per_source = -(-cfg.negatives_per_epoch // len(cfg.negatives))
         for spec in cfg.negatives:
@@ -199,9 +196,11 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, str]:
                                                 in_channels=cfg.in_channels, seed=cfg.seed))
         eval_set: Dataset = val_parts[0] if len(val_parts) == 1 else ConcatDataset(val_parts)
     else:
+        from sirst.data import SirstDataset
+
         eval_split = "test"
-        assert primary_test is not None
-        eval_set = primary_test
+        eval_set = SirstDataset(cfg.data, split=cfg.split, subset="test", mode="eval", protocol=cfg.protocol,
+                                base_size=cfg.base_size, in_channels=cfg.in_channels)
     if cfg.max_test_images is not None and cfg.max_test_images < len(eval_set):
         eval_set = Subset(eval_set, list(range(cfg.max_test_images)))
     if len(eval_set) == 0:
