@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sirst.losses import DeepSupervisionLoss, SoftIoULoss, soft_iou_loss
+from sirst.losses import DeepSupervisionLoss, SoftIoUBCELoss, SoftIoULoss, soft_iou_loss
 
 
 def test_perfect_prediction_is_near_zero():
@@ -72,3 +72,39 @@ def test_bf16_logits_computed_in_float32():
     loss = soft_iou_loss(torch.zeros(1, 1, 2, 2, dtype=torch.bfloat16), target)
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(4 / 7, abs=1e-7)
+
+
+def test_soft_iou_bce_known_value():
+    # Logits 0 everywhere (p = 0.5), one target pixel of four: Soft-IoU = 1 - (0.5 + 1) / (2 + 1 - 0.5 + 1),
+    # cross-entropy = ln 2 per pixel.
+    logits = torch.zeros(1, 1, 2, 2)
+    target = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    expected = 1 - 1.5 / 3.5 + 2.0 * math.log(2)
+    assert SoftIoUBCELoss(2.0)(logits, target).item() == pytest.approx(expected, rel=1e-6)
+    assert SoftIoUBCELoss(0.0)(logits, target).item() == pytest.approx(SoftIoULoss()(logits, target).item())
+    with pytest.raises(ValueError, match="bce_weight"):
+        SoftIoUBCELoss(-1.0)
+
+
+def test_bce_term_pushes_down_a_confident_false_alarm():
+    # A saturated false alarm next to a well-found target: Soft-IoU's gradient on it vanishes through the
+    # sigmoid; the cross-entropy term's does not.
+    logits = torch.tensor([[[[12.0, 12.0], [-12.0, -12.0]]]], requires_grad=True)
+    target = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    SoftIoULoss()(logits, target).backward()
+    assert abs(logits.grad[0, 0, 0, 1].item()) < 1e-4
+    logits.grad = None
+    SoftIoUBCELoss(1.0)(logits, target).backward()
+    assert logits.grad[0, 0, 0, 1].item() > 0.2  # (p - t) / 4 pixels ~ 0.25: a descent step lowers it
+
+
+def test_train_step_uses_the_configured_loss(tmp_path):
+    from sirst.engine.config import TrainConfig
+    from sirst.engine.steps import SegmentationStep
+
+    paper = SegmentationStep(TrainConfig(data=str(tmp_path), out=str(tmp_path / "r")))
+    assert type(paper.criterion.base) is SoftIoULoss
+    mixed = SegmentationStep(TrainConfig(data=str(tmp_path), out=str(tmp_path / "r"), bce_weight=3.0))
+    assert isinstance(mixed.criterion.base, SoftIoUBCELoss) and mixed.criterion.base.bce_weight == 3.0
+    with pytest.raises(ValueError, match="--bce-weight must be a finite number >= 0"):
+        TrainConfig(data=str(tmp_path), out=str(tmp_path / "r"), bce_weight=-0.5).validate()

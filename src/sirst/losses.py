@@ -7,6 +7,11 @@ and union are summed over the *whole batch* (not per image) and
 
 with ``I = sum(p * t)``, ``P = sum(p)``, ``T = sum(t)``. With deep supervision the loss of every head
 is computed the same way against the full-resolution mask and the head losses are averaged.
+
+Beyond the paper, :class:`SoftIoUBCELoss` adds a weighted binary cross-entropy. Soft-IoU reaches the
+logits through the sigmoid, so its gradient on a confident false alarm (probability ~1, where
+``p (1 - p)`` ~ 0) vanishes: a network trained on Soft-IoU alone keeps the clutter it once learned to
+fire on. The cross-entropy's logit gradient ``p - t`` does not vanish there.
 """
 
 from __future__ import annotations
@@ -47,6 +52,24 @@ class SoftIoULoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return soft_iou_loss(logits, target, self.smooth)
+
+
+class SoftIoUBCELoss(nn.Module):
+    """Soft-IoU plus ``bce_weight`` times the pixel-mean binary cross-entropy on the logits.
+
+    ``forward(logits (N, 1, H, W), target (N, 1, H, W)) -> scalar``; both terms in float32.
+    """
+
+    def __init__(self, bce_weight: float, smooth: float = 1.0) -> None:
+        super().__init__()
+        if not 0.0 <= bce_weight < float("inf"):
+            raise ValueError(f"bce_weight must be a finite number >= 0, got {bce_weight}")
+        self.bce_weight = float(bce_weight)
+        self.smooth = float(smooth)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        bce = nn.functional.binary_cross_entropy_with_logits(logits.float(), target.float())
+        return soft_iou_loss(logits, target, self.smooth) + self.bce_weight * bce
 
 
 class DeepSupervisionLoss(nn.Module):

@@ -127,6 +127,7 @@ def _config_from_args(args: argparse.Namespace):
         synth_per_epoch=args.synth_per_epoch,
         synth_hard_p=args.synth_hard_p,
         init_weights=args.init_weights,
+        bce_weight=args.bce_weight,
     )
 
 
@@ -226,5 +227,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="fraction of synthesized samples carrying hard-negative clutter (default: 0.5)")
     g.add_argument("--init-weights", default=None, metavar="W",
                    help="start from these weights (bundled name or checkpoint) instead of a random init")
+    g.add_argument("--bce-weight", type=float, default=0.0, metavar="W",
+                   help="add W x pixel-mean cross-entropy to Soft-IoU; unlike Soft-IoU it still pushes down "
+                        "confident false alarms (default: 0, the paper's loss)")
     _track_explicit(p)  # last: after every option is added
     p.set_defaults(func=run)

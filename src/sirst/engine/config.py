@@ -68,6 +68,9 @@ class TrainConfig:
     synth_per_epoch: int = 0
     synth_hard_p: float = 0.5  # fraction of synthesized samples with hard-negative clutter
     init_weights: str | None = None  # start from these weights (bundled name or checkpoint), not from scratch
+    # 0: the paper's Soft-IoU alone. > 0 adds this weight times the pixel-mean cross-entropy, whose
+    # gradient does not vanish on confident false alarms (see sirst.losses.SoftIoUBCELoss).
+    bce_weight: float = 0.0
 
     def validate(self) -> None:
         """Raise ``ValueError``/``FileNotFoundError`` naming the bad value (paths first)."""
@@ -112,6 +115,7 @@ class TrainConfig:
              "--val-negative-crops needs --val-negatives (folders of target-free frames)"),
             (self.synth_per_epoch >= 0, f"--synth-per-epoch must be >= 0, got {self.synth_per_epoch}"),
             (0.0 <= self.synth_hard_p <= 1.0, f"--synth-hard-p must be in [0, 1], got {self.synth_hard_p}"),
+            (0.0 <= self.bce_weight < float("inf"), f"--bce-weight must be a finite number >= 0, got {self.bce_weight}"),
         ]
         for ok, message in checks:
             if not ok:

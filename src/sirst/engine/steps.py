@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 import torch.nn as nn
 
-from sirst.losses import DeepSupervisionLoss, SoftIoULoss
+from sirst.losses import DeepSupervisionLoss, SoftIoUBCELoss, SoftIoULoss
 
 if TYPE_CHECKING:
     from sirst.engine.config import TrainConfig
@@ -76,11 +76,13 @@ class TrainStep(Protocol):
 
 
 class SegmentationStep:
-    """The default step: Soft-IoU loss (heads averaged under deep supervision), one optimizer."""
+    """The default step: Soft-IoU loss (plus ``cfg.bce_weight`` x cross-entropy; heads averaged under
+    deep supervision), one optimizer."""
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
-        self.criterion = DeepSupervisionLoss(SoftIoULoss(smooth=1.0))
+        base = SoftIoUBCELoss(cfg.bce_weight) if cfg.bce_weight > 0 else SoftIoULoss(smooth=1.0)
+        self.criterion = DeepSupervisionLoss(base)
 
     def configure_optimizers(self, model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
         return [make_optimizer(model.parameters(), cfg)]
