@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sirst.data.io import write_png
-from sirst.data.mixture import NegativeFrames, SynthStream, _scaled_crop, frame_paths, parse_source
+from sirst.data.mixture import NegativeFrames, SynthStream, _scaled_crop, bright_spots, frame_paths, parse_source
 from sirst.data.synth import CLUTTER_KINDS, SynthConfig, add_clutter, make_background, make_hard_sample
 
 
@@ -92,6 +92,31 @@ def test_negative_frames_train_and_eval_items(tmp_path):
     ev.set_epoch(7)  # evaluation crops never change
     assert torch.equal(ev[2]["image"], NegativeFrames(str(root), length=4, crop_size=32, mode="eval",
                                                       in_channels=1)[2]["image"])
+
+
+def test_bright_spots_are_the_small_bright_structures_strongest_first():
+    frame = np.full((120, 160), 40, np.uint8)
+    frame[20:23, 30:33] = 120  # three small blobs of different contrast
+    frame[80, 100] = 250
+    frame[59:62, 139:142] = 90
+    spots = bright_spots(frame)
+    assert spots[:3].tolist() == [[80, 100], [21, 31], [60, 140]]
+    assert len(bright_spots(np.full((50, 50), 77, np.uint8))) == 0  # flat: nothing tempts a detector
+
+
+def test_hard_negative_crops_hold_a_bright_spot(tmp_path):
+    root = tmp_path / "neg"
+    (root / "images").mkdir(parents=True)
+    frame = np.full((400, 400), 30, np.uint8)
+    frame[300, 50] = 255  # the frame's only small bright structure, far from the middle
+    write_png(root / "images" / "a.png", frame)
+    hard = NegativeFrames(str(root), length=20, crop_size=64, scale=(1.0, 1.0), in_channels=1, hard_p=1.0)
+    plain = NegativeFrames(str(root), length=20, crop_size=64, scale=(1.0, 1.0), in_channels=1)
+    bright = lambda ds: sum(int(ds[i]["image"].max() > ds[i]["image"].min() + 1e-3) for i in range(20))  # noqa: E731
+    assert bright(hard) == 20  # flat but for the spot: flips and blur move or soften it, it stays
+    assert bright(plain) < 5  # a random 64-px window of 400 x 400 rarely holds it
+    with pytest.raises(ValueError, match="hard_p must be in"):
+        NegativeFrames(str(root), length=2, hard_p=1.5)
 
 
 def test_synth_stream_is_reproducible_and_mixes_negatives(tmp_path):

@@ -122,6 +122,7 @@ def _config_from_args(args: argparse.Namespace):
         extra_data=list(args.extra_data or []),
         negatives=list(args.negatives or []),
         negatives_per_epoch=args.negatives_per_epoch,
+        negatives_hard_p=args.negatives_hard_p,
         val_negatives=list(args.val_negatives or []),
         val_negative_crops=args.val_negative_crops,
         synth_per_epoch=args.synth_per_epoch,
@@ -227,6 +228,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="fraction of synthesized samples carrying hard-negative clutter (default: 0.5)")
     g.add_argument("--init-weights", default=None, metavar="W",
                    help="start from these weights (bundled name or checkpoint) instead of a random init")
+    g.add_argument("--negatives-hard-p", type=float, default=0.0, metavar="P",
+                   help="fraction of --negatives crops placed on bright small structures such as lamps and "
+                        "glints, which random crops of large frames rarely hold (default: 0)")
     g.add_argument("--bce-weight", type=float, default=0.0, metavar="W",
                    help="add W x pixel-mean cross-entropy to Soft-IoU; unlike Soft-IoU it still pushes down "
                         "confident false alarms (default: 0, the paper's loss)")

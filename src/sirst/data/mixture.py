@@ -28,6 +28,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from scipy import ndimage
 from torch.utils.data import Dataset
 
 from sirst.data.dataset import make_item
@@ -76,15 +77,26 @@ def frame_paths(spec: str) -> list[Path]:
     return paths
 
 
-def _scaled_crop(frame: np.ndarray, rng: np.random.Generator, crop: int, scale: tuple[float, float]) -> np.ndarray:
+def _scaled_crop(
+    frame: np.ndarray,
+    rng: np.random.Generator,
+    crop: int,
+    scale: tuple[float, float],
+    around: tuple[int, int] | None = None,
+) -> np.ndarray:
     """A ``crop`` x ``crop`` window of ``frame`` (H, W) seen at a log-uniform scale in ``scale``
-    (2 = enlarged twice); frames smaller than the window are zero-padded, as the paper pads."""
+    (2 = enlarged twice); frames smaller than the window are zero-padded, as the paper pads. With
+    ``around`` = (row, col) the window holds that pixel at a random place inside its middle 3/4."""
     s = float(np.exp(rng.uniform(np.log(scale[0]), np.log(scale[1]))))
     h, w = frame.shape
     side = max(8, int(round(crop / s)))
     ch, cw = min(side, h), min(side, w)
-    y = int(rng.integers(0, h - ch + 1))
-    x = int(rng.integers(0, w - cw + 1))
+    if around is None:
+        y = int(rng.integers(0, h - ch + 1))
+        x = int(rng.integers(0, w - cw + 1))
+    else:
+        y = int(np.clip(around[0] - int(rng.integers(ch // 8, ch - ch // 8 + 1)), 0, h - ch))
+        x = int(np.clip(around[1] - int(rng.integers(cw // 8, cw - cw // 8 + 1)), 0, w - cw))
     window = frame[y : y + ch, x : x + cw].astype(np.float32)
     oh, ow = max(1, int(round(ch * crop / side))), max(1, int(round(cw * crop / side)))
     interp = cv2.INTER_AREA if oh < ch else cv2.INTER_LINEAR
@@ -92,6 +104,27 @@ def _scaled_crop(frame: np.ndarray, rng: np.random.Generator, crop: int, scale: 
     out = np.zeros((crop, crop), np.float32)
     out[: min(oh, crop), : min(ow, crop)] = window[:crop, :crop]
     return out
+
+
+def bright_spots(frame: np.ndarray, count: int = 32, size: int = 9, spacing: int = 16) -> np.ndarray:
+    """The ``count`` strongest small bright structures of a uint8 frame ``(H, W)``: ``(K, 2)`` int rows/cols.
+
+    Local maxima (at least ``spacing`` px apart) of the white top-hat with a ``size`` x ``size``
+    ellipse: what is brighter than its surroundings and smaller than the element, which is what a
+    small-target detector is tempted by (lamps, lit windows, glints, hot pixels). Zero responses
+    are left out, so a flat frame has none.
+    """
+    element = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    response = cv2.morphologyEx(np.ascontiguousarray(frame, dtype=np.uint8), cv2.MORPH_TOPHAT, element)
+    response = response.astype(np.float32)
+    peaks = (response == cv2.dilate(response, np.ones((spacing, spacing), np.uint8))) & (response > 0)
+    # A flat-topped blob is a plateau of equal maxima: one spot per plateau, at its centroid.
+    n, labels, _, centroids = cv2.connectedComponentsWithStats(peaks.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros((0, 2), np.int64)
+    strength = ndimage.maximum(response, labels, np.arange(1, n))
+    order = np.argsort(-np.asarray(strength), kind="stable")[:count]
+    return np.floor(centroids[1:][order][:, ::-1] + 0.5).astype(np.int64)
 
 
 def _flip_blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -111,6 +144,7 @@ class _FrameCache:
     def __init__(self, paths: list[Path]) -> None:
         self.paths = paths
         self._frames: dict[int, np.ndarray] = {}
+        self._spots: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -120,8 +154,14 @@ class _FrameCache:
             self._frames[k] = np.round(read_image(self.paths[k]) * 255).astype(np.uint8)
         return self._frames[k]
 
+    def spots(self, k: int) -> np.ndarray:
+        """:func:`bright_spots` of frame ``k``, computed once."""
+        if k not in self._spots:
+            self._spots[k] = bright_spots(self.get(k))
+        return self._spots[k]
+
     def __getstate__(self) -> dict[str, Any]:  # workers decode for themselves
-        return {"paths": self.paths, "_frames": {}}
+        return {"paths": self.paths, "_frames": {}, "_spots": {}}
 
 
 class NegativeFrames(Dataset):
@@ -134,6 +174,9 @@ class NegativeFrames(Dataset):
             ``scale``, flipped and blurred as the paper augments; ``"eval"``: fixed crops at the
             native scale (the same every call), for validation.
         crop_size: side of the square crops.
+        hard_p: in train mode, the fraction of crops placed on one of the frame's
+            :func:`bright_spots` rather than anywhere: random crops of a large frame rarely hold
+            the few lamps and glints a detector fires on.
     """
 
     def __init__(
@@ -145,14 +188,17 @@ class NegativeFrames(Dataset):
         mode: str = "train",
         in_channels: int = 3,
         seed: int = 0,
+        hard_p: float = 0.0,
     ) -> None:
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
         if length < 1:
             raise ValueError(f"{source}: length must be >= 1, got {length}")
+        if not 0.0 <= hard_p <= 1.0:
+            raise ValueError(f"{source}: hard_p must be in [0, 1], got {hard_p}")
         self.frames = _FrameCache(frame_paths(source))
         self.length, self.crop_size, self.scale, self.mode = int(length), int(crop_size), scale, mode
-        self.in_channels, self.seed, self.epoch = in_channels, seed, 0
+        self.in_channels, self.seed, self.epoch, self.hard_p = in_channels, seed, 0, float(hard_p)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -165,7 +211,12 @@ class NegativeFrames(Dataset):
         frame = self.frames.get(k).astype(np.float32) / 255.0
         if self.mode == "train":
             rng = np.random.default_rng([self.seed, self.epoch, index, _NEGATIVE_STREAM])
-            image = _flip_blur(_scaled_crop(frame, rng, self.crop_size, self.scale), rng)
+            around = None
+            if self.hard_p > 0 and rng.random() < self.hard_p:  # no extra draw at 0: old runs resume exactly
+                spots = self.frames.spots(k)
+                if len(spots):
+                    around = tuple(int(v) for v in spots[int(rng.integers(0, len(spots)))])
+            image = _flip_blur(_scaled_crop(frame, rng, self.crop_size, self.scale, around), rng)
         else:
             rng = np.random.default_rng([self.seed, index, _NEGATIVE_STREAM])
             image = _scaled_crop(frame, rng, self.crop_size, (1.0, 1.0))

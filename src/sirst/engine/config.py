@@ -63,6 +63,7 @@ class TrainConfig:
     extra_data: list[str] = field(default_factory=list)
     negatives: list[str] = field(default_factory=list)  # "ROOT" or "ROOT:IDS_FILE" of target-free frames
     negatives_per_epoch: int = 0  # random multi-scale crops of ``negatives`` per epoch
+    negatives_hard_p: float = 0.0  # fraction of those crops placed on bright small structures (lamps, glints)
     val_negatives: list[str] = field(default_factory=list)  # target-free frames added to validation
     val_negative_crops: int = 0  # fixed native-scale crops of ``val_negatives`` in validation
     synth_per_epoch: int = 0
@@ -115,6 +116,7 @@ class TrainConfig:
              "--val-negative-crops needs --val-negatives (folders of target-free frames)"),
             (self.synth_per_epoch >= 0, f"--synth-per-epoch must be >= 0, got {self.synth_per_epoch}"),
             (0.0 <= self.synth_hard_p <= 1.0, f"--synth-hard-p must be in [0, 1], got {self.synth_hard_p}"),
+            (0.0 <= self.negatives_hard_p <= 1.0, f"--negatives-hard-p must be in [0, 1], got {self.negatives_hard_p}"),
             (0.0 <= self.bce_weight < float("inf"), f"--bce-weight must be a finite number >= 0, got {self.bce_weight}"),
         ]
         for ok, message in checks:

@@ -49,7 +49,9 @@ from sirst.engine.steps import TrainStep, get_train_step, unwrap
 _RESUME_MUST_MATCH: tuple[str, ...] = ("data", "split", "seed", "batch_size", "crop_size", "base_size", "val_fraction",
                                        "max_train_images", "in_channels", "extra_data", "negatives",
                                        "negatives_per_epoch", "val_negatives", "val_negative_crops", "synth_per_epoch",
-                                       "synth_hard_p", "init_weights")
+                                       "synth_hard_p", "init_weights", "negatives_hard_p", "bce_weight")
+# (A key that a saved run's config predates passes the check once: it takes the new value, and
+# continue_run.py logs the change in the run's overrides.jsonl.)
 # The optimizer and scheduler states in last.pt belong to these: changing them on --resume would be
 # ignored (load_state_dict restores the saved learning rates) or fail; they need a new run.
 _RESUME_OPTIMIZER_MUST_MATCH: tuple[str, ...] = ("optimizer", "scheduler", "lr", "min_lr", "weight_decay")
@@ -182,7 +184,7 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, str]:
         per_source = -(-cfg.negatives_per_epoch // len(cfg.negatives))
         for spec in cfg.negatives:
             train_parts.append(NegativeFrames(spec, per_source, crop_size=cfg.crop_size, in_channels=cfg.in_channels,
-                                              seed=cfg.seed))
+                                              seed=cfg.seed, hard_p=cfg.negatives_hard_p))
     if cfg.synth_per_epoch:
         train_parts.append(SynthStream(cfg.synth_per_epoch, crop_size=cfg.crop_size, hard_p=cfg.synth_hard_p,
                                        backgrounds=cfg.negatives[0] if cfg.negatives else None,
