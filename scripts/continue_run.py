@@ -63,8 +63,10 @@ def main() -> None:
     cfg = recipe_config(args.name, Path(args.data), run_dir, args.minutes)
     state_file = state_dir / "state.pt"
     first_epoch = 1
+    saved: dict = {}  # the config the run was saved with
     if (run_dir / "last.pt").is_file():
-        first_epoch = int(read_checkpoint(run_dir / "last.pt")["epoch"]) + 1
+        ckpt = read_checkpoint(run_dir / "last.pt")
+        first_epoch, saved = int(ckpt["epoch"]) + 1, ckpt.get("config") or {}
         print(f"continuing {run_dir / 'last.pt'} (this session's run, from epoch {first_epoch})")
         cfg.resume = True
     elif state_file.is_file():
@@ -73,7 +75,7 @@ def main() -> None:
         save_checkpoint(ckpt, run_dir / "last.pt")
         if (state_dir / "metrics.jsonl").is_file():
             shutil.copy(state_dir / "metrics.jsonl", run_dir / "metrics.jsonl")
-        first_epoch = int(ckpt["epoch"]) + 1
+        first_epoch, saved = int(ckpt["epoch"]) + 1, ckpt["config"]
         print(f"continuing from {state_file} (epoch {ckpt['epoch']}, best val IoU {ckpt['best_iou']:.4f} "
               f"at epoch {ckpt['best_epoch']})")
         cfg.resume = True
@@ -83,8 +85,11 @@ def main() -> None:
     import json
     import time
 
+    # Options the recipe gained after the run began (a key its saved config predates) take effect from
+    # this epoch on; say so in the run's overrides.jsonl, as `sirst train --resume` does for flags.
+    overrides = {k: [None, v] for k, v in cfg.to_dict().items() if k not in saved} if cfg.resume else {}
     started = time.time()
-    train(cfg)
+    train(cfg, overrides)
     last = read_checkpoint(run_dir / "last.pt")
     state_dir.mkdir(parents=True, exist_ok=True)
     with open(state_dir / "sessions.jsonl", "a") as f:  # what each session added, for the model card
