@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sirst.classical import (
+    adaptive_threshold,
     get_method,
     ipi_decompose,
     list_methods,
@@ -223,7 +224,7 @@ def test_adaptive_threshold_is_applied_per_image(tiny_dataset) -> None:
     from sirst.classical import tophat
     from sirst.classical.evaluate import evaluate_classical, load_samples
     from sirst.data.io import read_image, read_mask
-    from sirst.metrics import SirstMetrics, adaptive_threshold
+    from sirst.metrics import SirstMetrics
 
     samples = load_samples(tiny_dataset)
     ref = SirstMetrics(threshold=0.5)
@@ -375,3 +376,11 @@ def test_cache_without_cpu_times_is_continued(tiny_dataset, tmp_path) -> None:
     assert res.extra["complete"] and res.extra["cpu_timed_images"] == 1 and res.extra["cpu_seconds_per_image"] >= 0
     doc = json.loads(path.read_text())
     assert doc["columns"] == list(IMAGE_COLUMNS) and sum(v[-1] is None for v in doc["images"].values()) == 2
+
+def test_adaptive_threshold() -> None:
+    # max term wins: 0.7 * 1 = 0.7 > 0.5 * 0.433 + 0.25
+    assert adaptive_threshold(np.array([0.0, 0.0, 0.0, 1.0])) == pytest.approx(0.7)
+    # mean/std term wins for a flat map: 0.5 * 0 + 0.2 > 0.14
+    assert adaptive_threshold(np.full((3, 4), 0.2)) == pytest.approx(0.2)
+    g = np.array([[1.0, 2.0], [3.0, 10.0]])
+    assert adaptive_threshold(g) == pytest.approx(max(7.0, 0.5 * g.std() + g.mean()))

@@ -15,7 +15,6 @@ from sirst.metrics import (
     ROCMetric,
     SegmentationMetric,
     SirstMetrics,
-    adaptive_threshold,
     match_targets,
     prepare_batch,
     size_class,
@@ -207,14 +206,6 @@ def test_no_targets_pd_is_nan() -> None:
     r = p.compute()
     assert math.isnan(r["pd"]) and r["fa"] == pytest.approx(1 / 64)
 
-
-def test_adaptive_threshold() -> None:
-    # max term wins: 0.7 * 1 = 0.7 > 0.5 * 0.433 + 0.25
-    assert adaptive_threshold(np.array([0.0, 0.0, 0.0, 1.0])) == pytest.approx(0.7)
-    # mean/std term wins for a flat map: 0.5 * 0 + 0.2 > 0.14
-    assert adaptive_threshold(np.full((3, 4), 0.2)) == pytest.approx(0.2)
-    g = np.array([[1.0, 2.0], [3.0, 10.0]])
-    assert adaptive_threshold(g) == pytest.approx(max(7.0, 0.5 * g.std() + g.mean()))
 
 
 def test_size_class_boundaries() -> None:
@@ -418,7 +409,7 @@ def test_single_nan_pixel_is_reported_for_every_dtype_path() -> None:
 @pytest.mark.parametrize("protocol", ["exact", "reference"])
 def test_kd_tree_candidates_equal_brute_force(protocol: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Above _MAX_BRUTE_PAIRS same-slice pairs the candidates come from a k-d tree: same results."""
-    import sirst.metrics as metrics
+    import sirst.metrics.matching as metrics
 
     preds, labels, scores = _clustered_scene(3)
     thresholds = [0.1, 0.5, 0.8]
@@ -444,7 +435,7 @@ def test_scores_in_every_float_dtype_give_the_same_counts() -> None:
 
 @pytest.mark.parametrize("w", [64, 13])
 def test_row_counts_match_count_nonzero(w: int) -> None:
-    from sirst.metrics import _row_counts
+    from sirst.metrics.batch import _row_counts
 
     b = np.random.default_rng(w).random((37, w)) < 0.3
     np.testing.assert_array_equal(_row_counts(b), np.count_nonzero(b, axis=1))

@@ -20,6 +20,7 @@ from sirst.classical.local_contrast import tllcm, wslcm
 from sirst.classical.low_rank import Decomposition, ipi, ipi_decompose, nram, nram_decompose, pstnn, pstnn_decompose, ript, ript_decompose
 from sirst.classical.morphology import maxmedian, tophat
 from sirst.classical.mslstipt import mslstipt, mslstipt_decompose, mslstipt_sequence, mslstipt_sequence_decompose
+from sirst.classical.threshold import adaptive_threshold
 
 Method = Callable[[np.ndarray], np.ndarray]
 
@@ -64,6 +65,7 @@ __all__ = [
     "Decomposition",
     "Method",
     "UNSUPPORTED",
+    "adaptive_threshold",
     "get_method",
     "ipi",
     "ipi_decompose",

@@ -1,7 +1,7 @@
 """Evaluate classical methods (and networks, for comparison tables) with the shared sirst.metrics code.
 
 Classical response maps are binarised per image with the DNANet paper's adaptive threshold (Eq. 13,
-:func:`sirst.metrics.adaptive_threshold`) or a fixed threshold on the response normalised by its
+:func:`sirst.classical.threshold.adaptive_threshold`) or a fixed threshold on the response normalised by its
 maximum; networks at probability 0.5. The Pd-Fa curve sweeps a threshold on the normalised
 response (classical, :data:`CURVE_THRESHOLDS`) or the probability (networks, logit-spaced
 :data:`NETWORK_CURVE_THRESHOLDS`).
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sirst.classical.threshold import adaptive_threshold
 
 # Curve thresholds on the normalised response / probability.
 CURVE_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.round(np.arange(0.0, 1.0, 0.05), 2))
@@ -163,9 +165,7 @@ def normalise_response(response: np.ndarray) -> np.ndarray:
 
 def binarise(score: np.ndarray, fixed: float | None = None) -> np.ndarray:
     """The prediction ``(H, W)`` bool that the metrics score: ``score > t`` with ``t`` the adaptive
-    threshold of Eq. 13 (:func:`sirst.metrics.adaptive_threshold`) or ``fixed``."""
-    from sirst.metrics import adaptive_threshold
-
+    threshold of Eq. 13 (:func:`sirst.classical.threshold.adaptive_threshold`) or ``fixed``."""
     thr = adaptive_threshold(score) if fixed is None else fixed
     return np.asarray(score) > thr
 

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 MAP_SUFFIXES: tuple[str, ...] = (".png", ".npy")
-MASK_ID_SUFFIX = "_pixels0"
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,8 @@ def _index(files: list[Path], strip_suffix: str | None) -> dict[str, Path]:
 
 def pair_files(pred_dir: str | os.PathLike, mask_dir: str | os.PathLike) -> list[EvalPair]:
     """Pair every mask with its prediction by id; raise on missing, extra or ambiguous files."""
+    from sirst.data.dataset import MASK_ID_SUFFIX
+
     pred_dir, mask_dir = Path(pred_dir), Path(mask_dir)
     masks = _index(_list_maps(mask_dir, "mask"), MASK_ID_SUFFIX)
     preds = _index(_list_maps(pred_dir, "prediction"), None)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sirst.data.dataset import find_file, load_pair, read_ids, resolve_split
+from sirst.data.dataset import MASK_SUFFIXES, find_file, load_pair, read_ids, resolve_split
 from sirst.targets import extract_targets
 
 AREA_BINS = (1, 2, 5, 10, 20, 50, 82, 200, 500, 10**9)
@@ -63,7 +63,7 @@ def check_dataset(root: str | os.PathLike, split: str = "auto", progress: bool =
                 report.problems.append(f"{path}: id {i!r} is also in the {seen[i]} split")
             seen[i] = subset
             img = find_file(root / "images", i)
-            mask = find_file(root / "masks", i, ("", "_pixels0"))
+            mask = find_file(root / "masks", i, MASK_SUFFIXES)
             if img is None:
                 report.problems.append(f"{path}: id {i!r} has no image in {root / 'images'}")
             elif mask is None:

@@ -68,6 +68,11 @@ def read_ids(path: Path) -> list[str]:
     return ids
 
 
+#: NUAA-SIRST names the mask of image ``<id>`` ``<id>_pixels0.png``; every mask lookup also accepts it.
+MASK_ID_SUFFIX = "_pixels0"
+MASK_SUFFIXES: tuple[str, ...] = ("", MASK_ID_SUFFIX)
+
+
 def find_file(folder: Path, stem: str, suffixes: tuple[str, ...] = ("",)) -> Path | None:
     """``folder/<stem><suffix><ext>`` for the first suffix and image extension that exists."""
     for suffix in suffixes:
@@ -85,9 +90,9 @@ def locate_pairs(root: Path, ids: list[str], split_file: Path) -> list[tuple[str
         img = find_file(root / "images", i)
         if img is None:
             raise FileNotFoundError(f"{split_file}: id {i!r} has no image in {root / 'images'}")
-        mask = find_file(root / "masks", i, ("", "_pixels0"))
+        mask = find_file(root / "masks", i, MASK_SUFFIXES)
         if mask is None:
-            raise FileNotFoundError(f"{img}: image has no mask ({root / 'masks'}/{i}.png or {i}_pixels0.png)")
+            raise FileNotFoundError(f"{img}: image has no mask ({root / 'masks'}/{i}.png or {i}{MASK_ID_SUFFIX}.png)")
         pairs.append((i, img, mask))
     return pairs
 

@@ -14,7 +14,7 @@ Definitions (documented so users can reproduce them):
   background, the local background being the ring between the target's 2-pixel and 12-pixel
   dilations, measured on the final 8-bit image.
 * **Size classes** by area: point <= 9 px, spot 10-81 px, extended > 81 px (those of
-  :mod:`sirst.metrics`).
+  :mod:`sirst.metrics.sizes`).
 
 Every image is drawn from its own generator ``SeedSequence([seed, index])``: the same seed gives
 the same bytes, whatever the order or the number of processes.
@@ -30,6 +30,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from sirst.metrics.sizes import size_class_name
 
 SCENE_KINDS = ("cloud", "city", "sea", "field", "highlight")
 SHAPES = ("ellipse", "polygon", "cross")
@@ -164,11 +166,6 @@ def _target_shape(rng: np.random.Generator, size_class: str) -> tuple[np.ndarray
     return canvas[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1], shape
 
 
-def size_class_of(area: int) -> str:
-    """Point (<= 9 px), spot (10-81 px) or extended (> 81 px)."""
-    return "point" if area <= 9 else "spot" if area <= 81 else "extended"
-
-
 def _measure_scr(image: np.ndarray, support: np.ndarray) -> float:
     near = cv2.dilate(support, np.ones((2 * GAP + 1, 2 * GAP + 1), np.uint8))
     far = cv2.dilate(support, np.ones((2 * RING + 1, 2 * RING + 1), np.uint8))
@@ -246,7 +243,7 @@ def make_sample(
             "centroid": [round(float(ys.mean()), 3), round(float(xs.mean()), 3)],
             "area": area,
             "bbox": [int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1],
-            "size_class": size_class_of(area),
+            "size_class": size_class_name(area),
             "shape": shape,
             "scr": round(_measure_scr(image8.astype(np.float32), support), 3),
         })
