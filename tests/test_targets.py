@@ -178,3 +178,22 @@ def test_row_any_matches_numpy(w: int) -> None:
     rng = np.random.default_rng(w)
     b = rng.random((70, 40, w)) < 0.001
     np.testing.assert_array_equal(row_any(b), b.reshape(-1, w).any(axis=1))
+
+
+def test_gate_weak_components_keeps_confident_targets_whole():
+    from sirst.targets import GATED_LOGIT, gate_weak_components
+
+    logits = np.full((2, 12, 12), -5.0, np.float32)
+    logits[0, 1:4, 1:4] = [[0.5, 1, 0.5], [1, 9.0, 1], [0.5, 1, 0.5]]  # confident: kept with its weak rim
+    logits[0, 8:10, 8:10] = 3.0  # weak: gated as a whole
+    logits[1, 5, 5] = 3.0  # the second slice is gated on its own
+    logits[1, 0, 0] = 20.0
+    out = gate_weak_components(logits, 4.0)
+    assert np.array_equal(out[0, 1:4, 1:4], logits[0, 1:4, 1:4])
+    assert (out[0, 8:10, 8:10] == GATED_LOGIT).all() and out[1, 5, 5] == GATED_LOGIT and out[1, 0, 0] == 20.0
+    mask = logits > 0
+    mask[0, 8:10, 8:10] = mask[1, 5, 5] = False
+    assert np.array_equal(out > 0, mask)
+    assert gate_weak_components(logits, 0.0) is logits  # 0: every target kept, nothing copied
+    assert gate_weak_components(logits, 25.0).max() < 0  # nothing is confident enough
+    assert logits[0, 8, 8] == 3.0  # the input is never changed

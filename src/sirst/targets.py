@@ -30,6 +30,7 @@ __all__ = [
     "component_stats",
     "components_from_rows",
     "extract_targets",
+    "gate_weak_components",
     "label_components",
     "row_any",
     "slice_structure",
@@ -374,3 +375,37 @@ def extract_targets(binary: np.ndarray, scores: np.ndarray | None = None) -> lis
         )
         for k in range(n)
     ]
+
+
+#: Logit given to the pixels of a gated component: far below any threshold a user would pick.
+GATED_LOGIT = -30.0
+
+
+def gate_weak_components(logits: np.ndarray, min_peak: float) -> np.ndarray:
+    """Drop the targets whose peak logit is not above ``min_peak`` (a per-target confidence).
+
+    A target is an eight-connected component of ``logits > 0``. Its pixels stay as they are when
+    its highest logit exceeds ``min_peak``; otherwise they become :data:`GATED_LOGIT`, so every
+    consumer of the map (clustering, metrics, saved masks) sees the target gone while the kept
+    targets keep their exact masks (a hysteresis threshold: low 0, high ``min_peak``).
+
+    Args:
+        logits: ``(H, W)`` map or ``(S, H, W)`` stack (gated slice by slice), float.
+        min_peak: logit; ``<= 0`` keeps every target and returns ``logits`` itself.
+
+    Returns:
+        An array of the same shape and dtype (a copy when anything is gated).
+    """
+    logits = np.asarray(logits)
+    if min_peak <= 0:
+        return logits
+    labels, n = label_components(logits > 0)
+    if n == 0:
+        return logits
+    peaks = np.asarray(ndimage.maximum(logits, labels, np.arange(1, n + 1)), dtype=np.float64).reshape(n)
+    weak = np.concatenate([[False], peaks <= min_peak])[labels]
+    if not weak.any():
+        return logits
+    out = logits.copy()
+    out[weak] = GATED_LOGIT
+    return out
