@@ -87,6 +87,21 @@ def evaluate(name: str, data: Path, protocol: str, device: str) -> dict:
     return evaluate_network(args)
 
 
+def pretrained_cards(names: list[str], results_dir: Path) -> dict:
+    """What ``sirst.models.list_models(pretrained=True)`` shows of each bundled file (src/sirst/weights/cards.json):
+    its architecture, training data and exact-protocol test IoU, taken from the same results as the card."""
+    from sirst.checkpoint import read_checkpoint
+    from sirst.weights import default_weights_path
+
+    cards = {}
+    for name in names:
+        info = MODELS[name]
+        iou = {d: json.loads((results_dir / f"{name}_{d}_exact.json").read_text())["iou"] for d in info["datasets"]}
+        cards[name] = {"model": read_checkpoint(default_weights_path(name))["model_name"],
+                       "trained_on": info["datasets"], "data": info["data"], "test_iou": iou}
+    return cards
+
+
 def general_run_facts() -> tuple[int | None, float | None]:
     """(epochs trained, wall minutes) of the `general` run, from its committed session log."""
     log = ROOT / "states" / "general" / "sessions.jsonl"
@@ -242,6 +257,9 @@ def main() -> None:
     ]
     Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")
+    cards = ROOT / "src" / "sirst" / "weights" / "cards.json"
+    cards.write_text(json.dumps(pretrained_cards(names, results_dir), indent=1) + "\n")
+    print(f"wrote {cards}")
     from readme_blocks import replace_block
 
     replace_block(ROOT / "README.md", "weights-table", "\n".join([

@@ -4,13 +4,12 @@ import pytest
 import torch
 
 from sirst.layers import ChannelAttention, ResCBAMBlock, SpatialAttention, VGGBlock
-from sirst.models import create_model
+from sirst.models import create_model, pad_to_multiple
 from sirst.models.dnanet import (
     BACKBONES,
     DNIM_MODES,
     DNANet,
     load_reference_state_dict,
-    pad_to_multiple,
     reference_key_map,
     to_reference_state_dict,
 )

@@ -275,11 +275,11 @@ def test_tiled_frames_agree_with_whole_frames_within_the_documented_tolerance():
     with the `nuaa` weights, for which the tolerance is documented (`general`: 4 of 5 targets, 8 of 275
     pixels, also in the docstring)."""
     from sirst.targets import extract_targets
-    from sirst.weights import load_default_model
+    from sirst.models import create_model
 
     samples = [read_image(p) for p in sorted((Path(__file__).resolve().parents[1] / "src/sirst/samples").glob("*.png"))]
     big = np.block([[samples[0], samples[1]], [samples[2], samples[3]]])[:384, :384]
-    model = load_default_model(name="nuaa")
+    model = create_model("dnanet", pretrained="nuaa")
     whole = Detector(model, tile=0).predict_scores([big])[0]
     tiled = Detector(model, tile=256, overlap=64).predict_scores([big])[0]
     ta, tb = extract_targets(whole > 0.5, whole), extract_targets(tiled > 0.5, tiled)

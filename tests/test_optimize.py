@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from sirst.bench import network_batch, same_detections, synthetic_images
-from sirst.engine.steps import unwrap
+from sirst.models import unwrap
 from sirst.inference import Detector
 from sirst.models import create_model, list_models
 from sirst.optimize import (

@@ -82,7 +82,7 @@ def model_from_checkpoint(
     Raises ``ValueError`` (naming ``source``, the file, when known) for an unknown model name,
     options the model does not take, or weights whose names or shapes do not fit the model.
     """
-    from sirst.models import create_model
+    from sirst.models.registry import build_model
 
     if not isinstance(ckpt, dict):
         source = source or str(ckpt)
@@ -90,7 +90,7 @@ def model_from_checkpoint(
     where = source or "checkpoint"
     name, kwargs = ckpt.get("model_name"), ckpt.get("model_kwargs", {})
     try:
-        model = create_model(str(name), **kwargs)
+        model = build_model(str(name), **kwargs)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{where}: cannot build its model {name!r} {kwargs} ({exc})") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}

@@ -1,4 +1,5 @@
-"""Building blocks shared by the networks: CBAM attention, the Res-CBAM and VGG blocks, init.
+"""Building blocks shared by the networks: CBAM attention, the Res-CBAM and VGG blocks (DNANet), the
+ResNet basic block, stages and FCN head (ACM, ALCNet), init.
 
 Module names inside the blocks (``conv1``, ``bn1``, ``conv2``, ``bn2``, ``shortcut``, ``ca.fc1``,
 ``ca.fc2``, ``sa.conv1``) follow the public DNANet code so that its checkpoints map onto ours by
@@ -144,3 +145,60 @@ def xavier_init_(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.xavier_normal_(m.weight)
+
+
+# ----------------------------------------------------------------------------------------------
+# ACM and ALCNet
+
+
+def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    """``conv (no bias) + BN + ReLU`` with 'same' padding for odd ``kernel``."""
+    pad = dilation * (kernel // 2)
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride, pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: ``conv3x3/s + BN + ReLU, conv3x3 + BN, + shortcut, ReLU``.
+
+    The shortcut is a 1x1 conv (stride ``s``) + BN when the shape changes.
+    ``(N, cin, H, W) -> (N, cout, H/s, W/s)``.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+def make_stage(cin: int, cout: int, blocks: int, stride: int) -> nn.Sequential:
+    """``blocks`` basic blocks, the first one changing width/stride."""
+    if blocks < 1:
+        raise ValueError(f"a stage needs at least one block, got {blocks}")
+    return nn.Sequential(BasicBlock(cin, cout, stride), *[BasicBlock(cout, cout) for _ in range(blocks - 1)])
+
+
+class FCNHead(nn.Module):
+    """``conv3x3 C->C/4 + BN + ReLU, dropout 0.1, conv1x1 -> out``: ``(N,C,H,W) -> (N,out,H,W)``."""
+
+    def __init__(self, channels: int, out_channels: int = 1) -> None:
+        super().__init__()
+        inter = max(1, channels // 4)
+        self.block = nn.Sequential(conv_bn_relu(channels, inter), nn.Dropout(0.1), nn.Conv2d(inter, out_channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)

@@ -73,15 +73,6 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, info: DistInfo) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def all_reduce_(t: torch.Tensor, info: DistInfo, op: str = "sum") -> torch.Tensor:
     """In-place all-reduce of a tensor (``op``: ``"sum"``, ``"min"`` or ``"max"``); returns it."""
     if info.enabled:

@@ -19,6 +19,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from sirst.engine.distributed import DistInfo, all_gather_objects
+from sirst.models.base import main_output
 
 
 def _list_collate(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -33,7 +34,7 @@ def predict_logits(
 ) -> torch.Tensor:
     """Eval-mode forward: ``images`` ``(N, C, H, W)`` on the model's device -> logits ``(N, 1, H, W)`` float32.
 
-    Takes the last output if the model returns a list (the fused head, by the design contract).
+    Takes the main output if the model returns a list (:func:`sirst.models.main_output`).
     """
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -41,9 +42,7 @@ def predict_logits(
         device_type=images.device.type, enabled=False
     )
     with ctx:
-        out = model(images)
-    if isinstance(out, (list, tuple)):
-        out = out[-1]
+        out = main_output(model(images))
     return out.float()
 
 

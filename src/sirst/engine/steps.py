@@ -13,7 +13,7 @@ no if-chains on model names. A step object implements :class:`TrainStep`:
     One training iteration on ``batch`` (the collated dict of :class:`sirst.data.SirstDataset`
     samples already on the device: ``"image"`` ``(N, C, H, W)``, ``"mask"`` ``(N, 1, H, W)``): zero
     the gradients, forward, backward, optimizer step(s). ``model`` is in ``train()`` mode and may be a
-    ``DistributedDataParallel`` wrapper (use :func:`unwrap` to reach sub-modules; forward through the
+    ``DistributedDataParallel`` wrapper (use :func:`sirst.models.unwrap` to reach sub-modules; forward through the
     wrapper so gradients are synchronised). Returns *detached* scalar tensors, left on the device
     (the engine accumulates them without a host sync); the key ``"loss"`` is required and is the one
     shown and checked for non-finite values; other keys (e.g. ``"loss_d"``) are averaged per epoch
@@ -32,15 +32,10 @@ import torch
 import torch.nn as nn
 
 from sirst.losses import DeepSupervisionLoss, SoftIoUBCELoss, SoftIoULoss
+from sirst.models.base import unwrap
 
 if TYPE_CHECKING:
     from sirst.engine.config import TrainConfig
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a ``torch.compile`` and/or ``DistributedDataParallel`` wrapper."""
-    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def autocast(cfg: TrainConfig) -> contextlib.AbstractContextManager:

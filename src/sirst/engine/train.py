@@ -43,7 +43,8 @@ from sirst.engine.distributed import (
     sync_buffers_,
 )
 from sirst.engine.evaluate import evaluate
-from sirst.engine.steps import TrainStep, get_train_step, unwrap
+from sirst.engine.steps import TrainStep, get_train_step
+from sirst.models.base import unwrap
 
 # Options that decide the data order, augmentation and model: a resume must not change them.
 _RESUME_MUST_MATCH: tuple[str, ...] = ("data", "split", "seed", "batch_size", "crop_size", "base_size", "val_fraction",

@@ -1,6 +1,13 @@
-"""Network architectures. Importing this package registers every model family."""
+"""Network architectures and their bundled weights. Importing this package registers every model family.
 
-from sirst.models.registry import create_model, list_models, register_model
+``create_model(name, pretrained=None, **kwargs)`` and ``list_models(pretrained=False)`` are the entry
+points; every family subclasses :class:`~sirst.models.base.SirstModel` and registers its constructors
+with ``@register_model``.
+"""
+
+from sirst.models.base import SirstModel, main_output, pad_to_multiple, unwrap
+from sirst.models.factory import create_model, list_models
+from sirst.models.registry import register_model
 
 # Model families register themselves on import; one module per family.
 from sirst.models import dnanet  # noqa: F401  (registration side effect)
@@ -8,4 +15,4 @@ from sirst.models import acm  # noqa: F401
 from sirst.models import alcnet  # noqa: F401
 from sirst.models import mdvsfa  # noqa: F401
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["SirstModel", "create_model", "list_models", "main_output", "pad_to_multiple", "register_model", "unwrap"]

@@ -26,48 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sirst.layers import FCNHead, conv_bn_relu, make_stage
+from sirst.models.base import SirstModel
 from sirst.models.registry import register_model
-
-
-def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    """``conv (no bias) + BN + ReLU`` with 'same' padding for odd ``kernel``."""
-    pad = dilation * (kernel // 2)
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride, pad, dilation=dilation, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
-
-
-class BasicBlock(nn.Module):
-    """ResNet basic block: ``conv3x3/s + BN + ReLU, conv3x3 + BN, + shortcut, ReLU``.
-
-    The shortcut is a 1x1 conv (stride ``s``) + BN when the shape changes.
-    ``(N, cin, H, W) -> (N, cout, H/s, W/s)``.
-    """
-
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(cout),
-        )
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.body(x) + self.shortcut(x))
-
-
-def make_stage(cin: int, cout: int, blocks: int, stride: int) -> nn.Sequential:
-    """``blocks`` basic blocks, the first one changing width/stride."""
-    if blocks < 1:
-        raise ValueError(f"a stage needs at least one block, got {blocks}")
-    return nn.Sequential(BasicBlock(cin, cout, stride), *[BasicBlock(cout, cout) for _ in range(blocks - 1)])
 
 
 class PooledBatchNorm2d(nn.BatchNorm2d):
@@ -125,30 +86,7 @@ class AsymBiFusion(nn.Module):
         return self.post(2 * low * self.topdown(high) + 2 * high * self.bottomup(low))
 
 
-class FCNHead(nn.Module):
-    """``conv3x3 C->C/4 + BN + ReLU, dropout 0.1, conv1x1 -> out``: ``(N,C,H,W) -> (N,out,H,W)``."""
-
-    def __init__(self, channels: int, out_channels: int = 1) -> None:
-        super().__init__()
-        inter = max(1, channels // 4)
-        self.block = nn.Sequential(conv_bn_relu(channels, inter), nn.Dropout(0.1), nn.Conv2d(inter, out_channels, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x)
-
-
-def check_divisible(x: torch.Tensor, divisor: int, name: str) -> None:
-    """Raise ``ValueError`` unless H and W of ``x`` (N, C, H, W) are multiples of ``divisor``."""
-    h, w = x.shape[-2:]
-    # Shapes are symbolic while exporting; the check runs in eager mode only.
-    if not torch.jit.is_tracing() and (h % divisor or w % divisor):
-        raise ValueError(
-            f"{name} needs height and width divisible by {divisor}, got {h}x{w}; pad the input "
-            "(sirst.models.dnanet.pad_to_multiple) and crop the output"
-        )
-
-
-class ACM(nn.Module):
+class ACM(SirstModel):
     """ACM U-Net with AsymBi fusion.
 
     Args:
@@ -201,7 +139,7 @@ class ACM(nn.Module):
         self.head = FCNHead(c[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_divisible(x, self.size_divisor, "ACM")
+        self.check_input(x)
         c1 = self.layer1(self.stem(x))  # 1/4
         c2 = self.layer2(c1)  # 1/8
         c3 = self.layer3(c2)  # 1/16

@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sirst.models.acm import FCNHead, check_divisible, make_stage
+from sirst.layers import FCNHead, make_stage
+from sirst.models.base import SirstModel
 from sirst.models.registry import register_model
 
 # Opposite neighbour pairs (dy, dx) at distance `shift`: the four directions through the centre.
@@ -94,7 +95,7 @@ class BottomUpLocalFusion(nn.Module):
         return self.bn_high(xh) * self.attention(xl) + xl
 
 
-class ALCNet(nn.Module):
+class ALCNet(SirstModel):
     """Attentional local contrast network (see the module docstring for the layout).
 
     Args:
@@ -152,7 +153,7 @@ class ALCNet(nn.Module):
         self.head = FCNHead(c1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_divisible(x, self.size_divisor, "ALCNet")
+        self.check_input(x)
         size = x.shape[-2:]
         c1 = self.layer1(self.stem(x))  # H
         c2 = self.layer2(c1)  # H/2

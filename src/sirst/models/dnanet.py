@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sirst.layers import ResCBAMBlock, VGGBlock, xavier_init_
+from sirst.models.base import SirstModel
 from sirst.models.registry import register_model
 
 CHANNEL_SIZES: dict[str, tuple[int, ...]] = {
@@ -48,19 +49,6 @@ DEPTH = 4  # levels below the full-resolution one
 WO_CSAM_WIDTHS: tuple[int, ...] = (16, 32, 64, 128, 258)
 CHANNEL_ONLY_WIDTHS: tuple[int, ...] = (16, 32, 64, 128, 257)
 SPATIAL_ONLY_WIDTHS: tuple[int, ...] = (16, 32, 64, 128, 258)
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Zero-pad ``x`` (N, C, H, W) at the bottom/right to multiples of ``multiple``.
-
-    Returns the padded tensor and the original ``(H, W)`` to crop the output back with
-    ``out[..., :H, :W]``.
-    """
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph))
-    return x, (h, w)
 
 
 def _up(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
@@ -102,7 +90,7 @@ def _node_order(dnim: str) -> list[tuple[int, int]]:
     return order
 
 
-class DNANet(nn.Module):
+class DNANet(SirstModel):
     """Dense Nested Attention Network.
 
     Args:
@@ -121,7 +109,7 @@ class DNANet(nn.Module):
             neighbour instead of all same-level features).
         attention: ``"csam"`` (default), ``"none"``, ``"channel_only"``, ``"spatial_only"``, ``"sum"``.
 
-    Forward: ``(N, C, H, W)`` with H, W multiples of 16 (see :func:`pad_to_multiple`). In eval mode
+    Forward: ``(N, C, H, W)`` with H, W multiples of 16 (see :func:`sirst.models.pad_to_multiple`). In eval mode
     the fused logits ``(N, 1, H, W)``; in training mode with deep supervision the list of head logits,
     fused last.
     """
@@ -184,14 +172,7 @@ class DNANet(nn.Module):
         xavier_init_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        h, w = x.shape[-2:]
-        # Shapes are symbolic while exporting; the check runs in eager mode only.
-        if not torch.jit.is_tracing() and (h % self.size_divisor or w % self.size_divisor):
-            raise ValueError(
-                f"DNANet needs height and width divisible by {self.size_divisor}, got {h}x{w}; pad the "
-                "input (sirst.models.dnanet.pad_to_multiple) and crop the output, as sirst's dataset "
-                "and Detector do"
-            )
+        self.check_input(x)
         feats: dict[tuple[int, int], torch.Tensor] = {}
         for i, j in self.order:
             node = self.nodes[f"{i}_{j}"]

@@ -47,6 +47,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sirst.models.base import SirstModel, unwrap
 from sirst.models.registry import register_model
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ class Discriminator(nn.Module):
         return self.fc(feats.flatten(1)), feats
 
 
-class MDvsFA(nn.Module):
+class MDvsFA(SirstModel):
     """MDvsFA-cGAN: generators ``g1``, ``g2`` and discriminator ``disc`` (see the module docstring).
 
     Args:
@@ -241,8 +242,6 @@ class MDvsFAStep:
         self.w = weights or MDvsFAWeights()
 
     def configure_optimizers(self, model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
-        from sirst.engine.steps import unwrap
-
         net = unwrap(model)
         if cfg.optimizer not in ("adam", "adamw"):
             raise ValueError(
@@ -263,7 +262,7 @@ class MDvsFAStep:
         return torch.cat([torch.cat([image, 2 * s - 1], dim=1) for s in segs], dim=0)
 
     def step(self, model: nn.Module, batch: dict, optimizers: list[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
-        from sirst.engine.steps import autocast, unwrap
+        from sirst.engine.steps import autocast
 
         net: MDvsFA = unwrap(model)
         opt_d, opt_g1, opt_g2 = optimizers
