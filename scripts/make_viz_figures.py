@@ -48,8 +48,8 @@ def main() -> int:
     ap.add_argument("--docs", default=str(ROOT / "docs"))
     args = ap.parse_args()
 
-    from sirst.classical.evaluate import load_samples
-    from sirst.viz import build_methods, visualize
+    from sirst.evaluation import build_methods, load_samples
+    from sirst.viz import visualize
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="sirst_viz_"))
     methods = build_methods(args.weights, args.methods)

@@ -78,13 +78,9 @@ def fmt(v: float | None, scale: float = 100.0, digits: int = 2) -> str:
 
 def evaluate(name: str, data: Path, protocol: str, device: str) -> dict:
     """The metrics dict of `sirst eval --data ... --weights name --protocol protocol`."""
-    from argparse import Namespace
+    from sirst.evaluation import evaluate_checkpoint
 
-    from sirst.cli.eval import evaluate_network
-
-    args = Namespace(data=str(data), weights=name, split="50_50", subset="test", device=device, threshold=0.5,
-                     protocol=protocol, quiet=False)
-    return evaluate_network(args)
+    return evaluate_checkpoint(data, name, "50_50", "test", device, protocol)
 
 
 def pretrained_cards(names: list[str], results_dir: Path) -> dict:

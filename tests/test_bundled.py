@@ -90,7 +90,7 @@ def test_bundled_weights_run_the_demo_and_find_the_sample_targets(tmp_path, caps
 
 @pytest.mark.skipif(not HAVE_WEIGHTS, reason="bundled weights not in this tree")
 def test_bundled_names_work_in_method_lists(tmp_path):
-    from sirst.cli.classical import parse_methods
+    from sirst.evaluation import parse_methods
 
     assert parse_methods("tophat,dnanet:nudt") == ["tophat", "dnanet:nudt"]
     with pytest.raises(FileNotFoundError, match="network weights not found"):

@@ -198,7 +198,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory):
 def test_eval_method_cli_matches_library(tiny_dataset, tmp_path, capsys) -> None:
     import json
 
-    from sirst.classical.evaluate import evaluate_classical, load_samples
+    from sirst.evaluation import evaluate_classical, load_samples
     from sirst.cli import main
 
     out = tmp_path / "out"
@@ -222,7 +222,7 @@ def test_eval_method_cli_matches_library(tiny_dataset, tmp_path, capsys) -> None
 def test_adaptive_threshold_is_applied_per_image(tiny_dataset) -> None:
     """The adaptive result equals scoring the Eq. 13-binarised maps directly with SirstMetrics."""
     from sirst.classical import tophat
-    from sirst.classical.evaluate import evaluate_classical, load_samples
+    from sirst.evaluation import evaluate_classical, load_samples
     from sirst.data.io import read_image, read_mask
     from sirst.metrics import SirstMetrics
 
@@ -278,7 +278,7 @@ def test_compare_with_network_weights(tiny_dataset, tmp_path, capsys) -> None:
     assert torch.is_grad_enabled()  # scoring a network must not switch autograd off for the caller
     curve = (tmp_path / "o" / "dnanet_tiny_pdfa.csv").read_text().splitlines()
     # The network's curve sweeps logit-spaced probabilities; the classical one the normalised response.
-    from sirst.classical.evaluate import CURVE_THRESHOLDS, NETWORK_CURVE_THRESHOLDS
+    from sirst.evaluation import CURVE_THRESHOLDS, NETWORK_CURVE_THRESHOLDS
 
     assert len(curve) == 1 + len(NETWORK_CURVE_THRESHOLDS)
     assert len((tmp_path / "o" / "tophat_pdfa.csv").read_text().splitlines()) == 1 + len(CURVE_THRESHOLDS)
@@ -329,7 +329,8 @@ def test_cached_evaluation_resumes_to_the_full_result(tiny_dataset, tmp_path) ->
     import json
     import time
 
-    from sirst.classical.evaluate import IMAGE_COLUMNS, evaluate_classical, evaluate_classical_cached, load_samples
+    from sirst.evaluation import evaluate_classical, evaluate_classical_cached, load_samples
+    from sirst.evaluation.harness import IMAGE_COLUMNS
 
     samples = load_samples(tiny_dataset, subset="train")  # 3 images
     full = evaluate_classical("maxmedian", samples, progress=False)
@@ -350,7 +351,7 @@ def test_cached_evaluation_resumes_to_the_full_result(tiny_dataset, tmp_path) ->
 
 
 def test_cache_of_another_split_or_threshold_is_refused(tiny_dataset, tmp_path) -> None:
-    from sirst.classical.evaluate import evaluate_classical_cached, load_samples
+    from sirst.evaluation import evaluate_classical_cached, load_samples
 
     evaluate_classical_cached("tophat", load_samples(tiny_dataset, subset="train"), tmp_path, progress=False)
     with pytest.raises(ValueError, match="not in this split"):
@@ -363,7 +364,8 @@ def test_cache_without_cpu_times_is_continued(tiny_dataset, tmp_path) -> None:
     """A cache written before CPU times were kept gains the column (``None`` in its old rows)."""
     import json
 
-    from sirst.classical.evaluate import IMAGE_COLUMNS, evaluate_classical_cached, load_samples
+    from sirst.evaluation import evaluate_classical_cached, load_samples
+    from sirst.evaluation.harness import IMAGE_COLUMNS
 
     samples = load_samples(tiny_dataset, subset="train")
     evaluate_classical_cached("tophat", samples[:2], tmp_path, progress=False)

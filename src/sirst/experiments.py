@@ -4,9 +4,9 @@
 Recipe kinds:
 
 ``compare`` (Table II)
-    Classical methods (:func:`sirst.classical.evaluate.evaluate_classical`, adaptive threshold) and
+    Classical methods (:func:`sirst.evaluation.evaluate_classical`, adaptive threshold) and
     networks trained with :func:`sirst.engine.train` then scored by
-    :func:`sirst.classical.evaluate.evaluate_network` (probability 0.5): the rows of ``sirst compare``.
+    :func:`sirst.evaluation.evaluate_network` (probability 0.5): the rows of ``sirst compare``.
 ``models`` (Tables III, IV)
     Each network of the recipe (the registry's ablation variants) trained and scored the same way,
     with its parameter count.
@@ -20,7 +20,7 @@ is not retrained when it has finished), so an interrupted recipe continues where
 ``--weights LABEL=PATH`` scores an existing checkpoint instead of training that row.
 
 Classical rows are resumable image by image: each method keeps ``OUT/classical/<method>.json``
-(per-image summaries and running metric sums, :func:`sirst.classical.evaluate.evaluate_classical_cached`).
+(per-image summaries and running metric sums, :func:`sirst.evaluation.evaluate_classical_cached`).
 ``--time-budget S`` / ``--method-budget S`` stop starting images after S seconds (all classical rows /
 each); unfinished rows are written as pending and the same command continues them. ``--only ROWS``
 runs a subset of rows (``classical``, ``networks`` or names). Classical rows are scored with the exact
@@ -248,7 +248,7 @@ def _train_network(entry: NetworkEntry, recipe: Recipe, data: Path, opts: Experi
 
 def _network_row(entry: NetworkEntry, weights: Path, samples: Sequence[Any], opts: ExperimentOptions):
     from sirst.checkpoint import model_from_checkpoint
-    from sirst.classical.evaluate import evaluate_network
+    from sirst.evaluation import evaluate_network
 
     res = evaluate_network(weights, samples, opts.device, opts.progress, label=entry.label)
     model = model_from_checkpoint(weights)
@@ -347,7 +347,7 @@ def run_experiment(name: str, opts: ExperimentOptions) -> ExperimentResult:
     columns = _columns(recipe.kind, bool(paper))
     md.write_text(f"## {recipe.title}\n\n" + _markdown(rows, columns) + "\n\n" + _footnote(recipe, data, opts, rows) + "\n")
     js = out / f"{recipe.name}.json"
-    from sirst.viz.pipeline import json_clean
+    from sirst.evaluation.report import json_clean
 
     js.write_text(json.dumps(json_clean({
         "recipe": asdict(recipe), "data": str(data), "quick": opts.quick, "rows": rows,
@@ -362,7 +362,7 @@ def run_experiment(name: str, opts: ExperimentOptions) -> ExperimentResult:
 
 
 def _run_kind(recipe: Recipe, data: Path, opts: ExperimentOptions) -> tuple[list[dict[str, Any]], list[Any]]:
-    from sirst.classical.evaluate import evaluate_classical, load_samples
+    from sirst.evaluation import load_samples
 
     results: list[Any] = []
     rows: list[dict[str, Any]] = []
@@ -387,7 +387,7 @@ def _run_kind(recipe: Recipe, data: Path, opts: ExperimentOptions) -> tuple[list
         return rows, results
     samples = load_samples(data, "auto", "test", recipe.max_test_images)
     if recipe.kind == "compare":
-        from sirst.classical.evaluate import evaluate_classical_cached
+        from sirst.evaluation import evaluate_classical_cached
 
         now = time.monotonic()
         overall = None if opts.time_budget is None else now + opts.time_budget

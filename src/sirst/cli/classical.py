@@ -23,7 +23,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval_method(args: argparse.Namespace) -> int:
-    from sirst.classical.evaluate import evaluate_classical, load_samples, write_curve, write_results
+    from sirst.evaluation import evaluate_classical, load_samples, write_curve, write_results
 
     from sirst.cli.options import ensure_output_dir
 
@@ -45,34 +45,8 @@ def run_eval_method(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_methods(spec: str) -> list[str]:
-    """``"tophat,ipi,dnanet:W.pt"`` -> names; ``all`` expands to every classical method."""
-    from sirst.classical import get_method, list_methods
-    from sirst.weights import resolve_weights
-
-    names: list[str] = []
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        if part.lower() == "all":
-            names.extend(list_methods())
-        elif ":" in part:
-            kind, weights = part.split(":", 1)
-            if kind.lower() != "dnanet" or not weights:
-                raise ValueError(f"{part}: network entries are written dnanet:WEIGHTS")
-            if not resolve_weights(weights).is_file():
-                raise FileNotFoundError(f"{weights}: network weights not found (from --methods entry {part!r})")
-            names.append(f"dnanet:{weights}")
-        else:
-            get_method(part)
-            names.append(part.lower())
-    if not names:
-        raise ValueError(f"{spec!r}: --methods lists no method")
-    return names
-
-
 def run_compare(args: argparse.Namespace) -> int:
-    from sirst.classical.evaluate import evaluate_classical, evaluate_network, load_samples, markdown_table, write_curve, write_results
+    from sirst.evaluation import evaluate_method, load_samples, markdown_table, parse_method, parse_methods, write_curve, write_results
 
     from sirst.cli.options import check_device, ensure_output_dir
 
@@ -85,10 +59,9 @@ def run_compare(args: argparse.Namespace) -> int:
     results = []
     start = time.perf_counter()
     for name in methods:
-        if name.startswith("dnanet:"):
-            res = evaluate_network(name.split(":", 1)[1], samples, args.device, not args.no_progress, label=name)
-        else:
-            res = evaluate_classical(name, samples, "adaptive", args.jobs, not args.no_progress)
+        method = parse_method(name, args.device)
+        jobs = args.jobs if method.kind == "classical" else 1
+        res = evaluate_method(method, samples, jobs, not args.no_progress)
         results.append(res)
         if args.out:
             write_curve(res, Path(args.out))
@@ -148,7 +121,7 @@ def run_classical_detect(args: argparse.Namespace) -> int:
     import csv
 
     from sirst.classical import get_method, mslstipt_sequence
-    from sirst.classical.evaluate import binarise, normalise_response, parse_threshold
+    from sirst.classical.threshold import binarise, normalise_response, parse_threshold
     from sirst.data.io import write_png
     from sirst.targets import extract_targets
 

@@ -9,8 +9,8 @@ from sirst.cli.options import non_negative_int, positive_int
 
 
 def run(args: argparse.Namespace) -> int:
-    from sirst.classical.evaluate import load_samples
-    from sirst.viz import build_methods, visualize
+    from sirst.evaluation import build_methods, load_samples
+    from sirst.viz import visualize
 
     from sirst.cli.options import check_device, ensure_output_dir
 
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "visualize",
         help="per-image figures with detections circled, 3D surfaces, size-subset Pd-Fa curves, HTML index",
         description="Run a network (--weights) and/or classical methods (--methods) on a split. Per image: input, "
-        "ground truth and each method's binary output (classical: adaptive threshold, Eq. 13; networks: logit > 0) "
+        "ground truth and each method's binary output (classical: adaptive threshold, Eq. 13; networks: probability > 0.5) "
         "with detected targets, false alarms and misses circled (paper Fig. 7), and 3D surfaces of the responses "
         "around the targets (Fig. 8); Pd-Fa curves on the point / point+spot / all subsets (Fig. 9, PNG + CSV); "
         "OUT/index.html sorts all images by per-image IoU, misses or false alarms.",

@@ -12,19 +12,14 @@ from sirst.viz.figures import (
     write_pdfa_subsets,
 )
 from sirst.viz.html import ImageRecord, write_index
-from sirst.viz.methods import ClassicalMethod, MethodOutput, NetworkMethod, build_methods
 from sirst.viz.pipeline import VisualizeResult, visualize
 
 __all__ = [
     "DETECTED_RGB",
     "FALSE_ALARM_RGB",
     "MISS_RGB",
-    "ClassicalMethod",
     "ImageRecord",
-    "MethodOutput",
-    "NetworkMethod",
     "VisualizeResult",
-    "build_methods",
     "draw_comparison",
     "draw_surfaces",
     "rgb_pixel_count",

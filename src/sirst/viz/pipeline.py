@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from sirst.evaluation.methods import Method
+from sirst.evaluation.report import json_clean
 from sirst.viz.html import ImageRecord, write_index
-from sirst.viz.methods import ClassicalMethod, NetworkMethod
 
 
 @dataclass
@@ -44,7 +45,7 @@ def file_stem(image_id: str) -> str:
 
 def visualize(
     samples: Sequence[Any],
-    methods: Sequence[ClassicalMethod | NetworkMethod],
+    methods: Sequence[Method],
     out_dir: str | os.PathLike,
     surfaces: int | None = None,
     title: str = "sirst visualize",
@@ -53,15 +54,14 @@ def visualize(
     """Run ``methods`` on ``samples`` and write the figures, curves and index (see the module docstring).
 
     Args:
-        samples: :class:`sirst.classical.evaluate.Sample` items (``id``, ``image``, ``mask`` paths).
-        methods: from :func:`sirst.viz.methods.build_methods`.
+        samples: :class:`sirst.evaluation.Sample` items (``id``, ``image``, ``mask`` paths).
+        methods: from :func:`sirst.evaluation.build_methods`.
         out_dir: output folder (created).
         surfaces: draw 3D surfaces for the first this many images (``None``: all, ``0``: none).
         title: heading of the index page.
     """
     from tqdm import tqdm
 
-    from sirst.classical.evaluate import CURVE_THRESHOLDS, NETWORK_CURVE_THRESHOLDS
     from sirst.data.dataset import load_pair
     from sirst.metrics import ROCMetric, SirstMetrics, match_image
     from sirst.viz.figures import draw_comparison, draw_surfaces, write_pdfa_subsets
@@ -71,9 +71,8 @@ def visualize(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {m.name: SirstMetrics(threshold=0.5) for m in methods}
-    # As in `sirst compare`: normalised responses swept evenly, network probabilities in logit steps.
-    rocs = {m.name: ROCMetric(NETWORK_CURVE_THRESHOLDS if m.kind == "network" else CURVE_THRESHOLDS)
-            for m in methods}
+    # As in `sirst compare`: each method's own curve thresholds.
+    rocs = {m.name: ROCMetric(m.curve_thresholds) for m in methods}
     records: list[ImageRecord] = []
     used: set[str] = set()
     for k, sample in enumerate(tqdm(samples, desc="visualize", unit="img", disable=not progress)):
@@ -120,17 +119,6 @@ def visualize(
     (out / "summary.json").write_text(json.dumps(json_clean({"metrics": summary, "curves": curves}), indent=1))
     index = write_index(out / "index.html", records, summary, title, curves_png=curves_png.name)
     return VisualizeResult(index, records, summary, curves_csv, curves_png)
-
-
-def json_clean(v: Any) -> Any:
-    """``v`` with NaN/inf floats replaced by ``None`` (strict JSON), recursively."""
-    if isinstance(v, float):
-        return v if np.isfinite(v) else None
-    if isinstance(v, dict):
-        return {k: json_clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [json_clean(x) for x in v]
-    return v
 
 
 def _write_per_image_csv(path: Path, records: Sequence[ImageRecord], methods: list[str]) -> None:
