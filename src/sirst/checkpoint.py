@@ -95,6 +95,9 @@ def model_from_checkpoint(
         raise ValueError(f"{where}: cannot build its model {name!r} {kwargs} ({exc})") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     load_state_dict_checked(model, state, where)
+    # The weights' per-target confidence gate (sirst.targets.gate_weak_components), chosen on their
+    # validation data; detection and evaluation read it from the model (0: every target kept).
+    model.min_peak_logit = float(ckpt.get("min_peak_logit") or 0.0)
     return model.to(device).eval()
 
 
@@ -218,7 +221,9 @@ def expand_training_state(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def half_weights(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """The bundled-weights layout: fp16 weights plus provenance (model, epoch, metrics, config)."""
+    """The bundled-weights layout: fp16 weights plus provenance (model, epoch, metrics, config) and
+    the per-target confidence gate ``min_peak_logit`` when the checkpoint has one."""
+    gate = {"min_peak_logit": float(ckpt["min_peak_logit"])} if ckpt.get("min_peak_logit") else {}
     return {
         "model_name": ckpt["model_name"],
         "model_kwargs": ckpt["model_kwargs"],
@@ -227,4 +232,5 @@ def half_weights(ckpt: dict[str, Any]) -> dict[str, Any]:
         "best_epoch": ckpt.get("best_epoch"),
         "metrics": ckpt.get("metrics"),
         "config": ckpt.get("config"),
+        **gate,
     }

@@ -39,7 +39,7 @@ from scipy.special import expit
 
 from sirst.data.io import IMAGE_EXTENSIONS, normalize_raw, read_image, to_network_input, write_png
 from sirst.optimize import in_channels_of, optimize_for_inference
-from sirst.targets import Target, extract_targets
+from sirst.targets import Target, extract_targets, gate_weak_components
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv")
 CSV_COLUMNS = ("image", "target", "x", "y", "area", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "peak_score",
@@ -82,6 +82,10 @@ class Detector:
             callables are used as they are.
         precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` autocast (with ``optimize``).
         compile: ``torch.compile`` the network (with ``optimize``; slow first call per input size).
+        min_peak: per-target confidence gate, a logit: targets (components of ``logit > 0``) whose
+            peak logit is not above it are dropped from every output
+            (:func:`sirst.targets.gate_weak_components`). ``None`` (default): the gate bundled with
+            the weights (``model.min_peak_logit``, set by ``model_from_checkpoint``; else 0, no gate).
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class Detector:
         optimize: bool = True,
         precision: str = "fp32",
         compile: bool = False,
+        min_peak: float | None = None,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold is a probability in (0, 1), got {threshold}")
@@ -114,6 +119,8 @@ class Detector:
             raise ValueError(f"{what}: tiles must be a multiple of {self.divisor} larger than overlap ({overlap})")
         self.device = torch.device(device)
         self.in_channels = in_channels_of(model)
+        # Read before optimize_for_inference replaces the model by a copy.
+        self.min_peak = float(getattr(model, "min_peak_logit", 0.0) if min_peak is None else min_peak)
         if isinstance(model, nn.Module):
             if optimize:
                 model = optimize_for_inference(model, self.device, precision=precision, compile=compile)
@@ -161,7 +168,8 @@ class Detector:
         """Logit maps ``(H, W)`` float32 for grayscale images ``(H, W)`` in [0, 1] of any sizes.
 
         Pieces of the same padded shape share forward passes of at most ``batch_size`` pieces and
-        ``max_pixels`` pixels; inputs are built only when their batch runs (bounded memory).
+        ``max_pixels`` pixels; inputs are built only when their batch runs (bounded memory). Targets
+        that fail the confidence gate (``min_peak``) come back at ``sirst.targets.GATED_LOGIT``.
         """
         sums = [np.zeros(g.shape, np.float32) for g in images]
         counts = [np.zeros(g.shape, np.float32) for g in images]
@@ -181,7 +189,8 @@ class Detector:
                     counts[k][y : y + th, x : x + tw] += 1
         for k in range(len(images)):
             sums[k] /= counts[k]
-        return sums
+        # The gate runs on the stitched frame, so a target cut by tile borders is judged whole.
+        return [gate_weak_components(s, self.min_peak) for s in sums]
 
     # -- public ----------------------------------------------------------------------------------
 

@@ -71,7 +71,10 @@ def evaluate_state(
 
     device = torch.device(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_list_collate)
+    from sirst.targets import gate_weak_components
+
     metrics = SirstMetrics(threshold=0.0, protocol=protocol)  # logits: threshold 0 = probability 0.5
+    gate = float(getattr(model, "min_peak_logit", 0.0))  # as the Detector applies it
     was_training = model.training
     model.eval()
     net: Any = model
@@ -92,7 +95,8 @@ def evaluate_state(
                     logits = net(images).cpu().numpy()
                 else:
                     logits = predict_logits(model, images, amp=amp, channels_last=channels_last).cpu().numpy()
-                scores = [logits[i, 0, : s["size"][0], : s["size"][1]] for i, s in enumerate(group)]
+                scores = [gate_weak_components(logits[i, 0, : s["size"][0], : s["size"][1]], gate)
+                          for i, s in enumerate(group)]
                 masks = [s["mask"][0, : s["size"][0], : s["size"][1]].numpy() for s in group]
                 metrics.update(scores, masks)
     finally:
