@@ -1,7 +1,9 @@
 """Turn a training checkpoint into the bundled default weights (fp16, model + provenance only).
 
-Usage: python scripts/bundle_weights.py RUN_DIR/best.pt (--name nuaa | --out FILE.pt)
-``--name N`` writes the bundled file ``src/sirst/weights/dnanet_N.pt``.
+Usage: python scripts/bundle_weights.py RUN_DIR/best.pt (--name nuaa | --out FILE.pt) [--min-peak-logit T]
+``--name N`` writes the bundled file ``src/sirst/weights/dnanet_N.pt``. ``--min-peak-logit T`` stores
+the per-target confidence gate chosen on the weights' validation data (scripts/calibrate_gate.py);
+detection and evaluation apply it. Without it the checkpoint's own gate, if any, is kept.
 """
 
 import argparse
@@ -20,15 +22,19 @@ def main() -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--name", help="bundle as src/sirst/weights/dnanet_NAME.pt")
     where.add_argument("--out", help="write to this file")
+    parser.add_argument("--min-peak-logit", type=float, default=None,
+                        help="per-target confidence gate to bundle (a logit; 0: none)")
     args = parser.parse_args()
     if args.name:
         args.out = str(WEIGHTS_DIR / f"dnanet_{args.name}.pt")
     ckpt = read_checkpoint(args.checkpoint)
+    if args.min_peak_logit is not None:
+        ckpt["min_peak_logit"] = args.min_peak_logit
     bundle = half_weights(ckpt)
     save_checkpoint(bundle, args.out)
     size = Path(args.out).stat().st_size / 1e6
     print(f"wrote {args.out} ({size:.2f} MB, epoch {bundle['epoch']}, model {bundle['model_name']} "
-          f"{bundle['model_kwargs']})")
+          f"{bundle['model_kwargs']}, gate {bundle.get('min_peak_logit', 0.0)})")
 
 
 if __name__ == "__main__":
