@@ -7,8 +7,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset root (images/, masks/, split files)")
@@ -77,79 +75,11 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-_VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv")
-
-
-def read_sequences(inputs: list[str]) -> list[tuple[str, list[str], np.ndarray]]:
-    """Each input as a sequence ``(name, frame ids, frames (N, H, W) float in [0, 1])``: a video's
-    frames, a folder's images (sorted by name, one sequence), or one image file."""
-    from sirst.data.io import IMAGE_EXTENSIONS, read_image
-
-    out = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
-            if not files:
-                raise ValueError(f"{path}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
-            frames = [read_image(f) for f in files]
-            if len({f.shape for f in frames}) != 1:
-                raise ValueError(f"{path}: a sequence needs frames of one size, got {sorted({f.shape for f in frames})}")
-            out.append((path.name, [f.stem for f in files], np.stack(frames)))
-        elif path.suffix.lower() in _VIDEO_EXTENSIONS and path.is_file():
-            import cv2
-
-            cap = cv2.VideoCapture(str(path))
-            frames = []
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0)
-            cap.release()
-            if not frames:
-                raise ValueError(f"{path}: cannot read any frame of the video")
-            out.append((path.stem, [f"{path.stem}_f{k:06d}" for k in range(len(frames))], np.stack(frames)))
-        elif path.is_file():
-            out.append((path.stem, [path.stem], read_image(path)[None]))
-        else:
-            raise ValueError(f"{path}: no such file or folder")
-    return out
-
-
 def run_classical_detect(args: argparse.Namespace) -> int:
-    import csv
+    from sirst.classical.detect import detect_sequences
 
-    from sirst.classical import get_method, mslstipt_sequence
-    from sirst.classical.threshold import binarise, normalise_response, parse_threshold
-    from sirst.data.io import write_png
-    from sirst.targets import extract_targets
-
-    fn = get_method(args.method)
-    fixed = parse_threshold(args.threshold)
-    sequences = read_sequences(args.inputs)
-    out = Path(args.out)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    n_frames = n_targets = 0
-    with open(out / "detections.csv", "w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["sequence", "frame", "target", "x", "y", "area", "peak_score"])
-        for name, ids, frames in sequences:
-            start = time.perf_counter()
-            if args.method.lower() == "mslstipt" and len(frames) >= 2:  # the multi-frame form
-                maps = mslstipt_sequence(frames, frames_per_tensor=args.frames_per_tensor)
-            else:
-                maps = np.stack([fn(f) for f in frames])
-            print(f"{name}: {len(frames)} frame(s), {args.method} in {time.perf_counter() - start:.1f} s")
-            for fid, response in zip(ids, maps):
-                score = normalise_response(response)
-                binary = binarise(score, fixed)
-                write_png(out / "masks" / f"{fid}.png", binary.astype(np.uint8) * 255)
-                for k, t in enumerate(extract_targets(binary, score)):
-                    wr.writerow([name, fid, k, f"{t.centroid[1]:.2f}", f"{t.centroid[0]:.2f}", t.area, f"{t.peak:.4f}"])
-                    n_targets += 1
-                n_frames += 1
-    print(f"{n_frames} frame(s), {n_targets} target(s): {out / 'detections.csv'}, masks in {out / 'masks'}")
+    res = detect_sequences(args.method, args.inputs, args.out, args.threshold, args.frames_per_tensor)
+    print(f"{res.frames} frame(s), {res.targets} target(s): {res.csv_path}, masks in {res.masks_dir}")
     return 0
 
 
