@@ -28,6 +28,19 @@ def shared_dataset(name: str) -> Path | None:
     return None
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_sirst_cache(tmp_path_factory):
+    """`sirst detect` caches exported models and its inference-path choice (sirst.deploy.cache_dir):
+    tests keep theirs in a temporary folder, never in the user's ~/.cache."""
+    old = os.environ.get("SIRST_CACHE_DIR")
+    os.environ["SIRST_CACHE_DIR"] = str(tmp_path_factory.mktemp("sirst_cache"))
+    yield
+    if old is None:
+        os.environ.pop("SIRST_CACHE_DIR", None)
+    else:
+        os.environ["SIRST_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     torch.manual_seed(0)

@@ -80,8 +80,10 @@ def test_public_style_loop_agrees_with_sirst_metrics():
     assert pd == pytest.approx(r["pd"], abs=1e-12) and fa == pytest.approx(r["fa"], abs=1e-15)
 
 
-def test_cli_bench_tiny_run_writes_json(tmp_path, capsys):
+def test_cli_bench_tiny_run_writes_json(tmp_path, capsys, monkeypatch):
     from sirst.checkpoint import save_checkpoint
+
+    monkeypatch.setenv("SIRST_CACHE_DIR", str(tmp_path / "cache"))  # the INT8 model is cached there
 
     out = tmp_path / "bench.json"
     # The smallest DNANet the reference baseline supports: ResNet-10 blocks (random weights).
@@ -90,7 +92,7 @@ def test_cli_bench_tiny_run_writes_json(tmp_path, capsys):
                      "state_dict": model.state_dict()}, tmp_path / "w.pt")
     threads = torch.get_num_threads()
     rc = main(["bench", "--size", "32", "--batch", "1,2", "--warmup", "0", "--repeats", "1", "--threads", "1",
-               "--weights", str(tmp_path / "w.pt"), "--variants", "eager,fold_cl,bf16,onnxruntime",
+               "--weights", str(tmp_path / "w.pt"), "--variants", "eager,fold_cl,bf16,onnxruntime,onnxruntime_int8",
                "--train-batch", "2", "--train-repeats", "1", "--eval-maps", "4", "--eval-threads", "1",
                "--json", str(out), "--quiet"])
     assert rc == 0
@@ -101,6 +103,16 @@ def test_cli_bench_tiny_run_writes_json(tmp_path, capsys):
     rows = report["inference"]
     assert [r["variant"] for r in rows[:5]] == ["reference", "eager", "fold_cl", "bf16", "onnxruntime"]
     assert {r["batch"] for r in rows} == {1, 2}
+    # Best against best: every variant once, at the batch where it was fastest, against the reference's best.
+    best = report["best"]
+    assert sorted(b["variant"] for b in best) == sorted({r["variant"] for r in rows})
+    ref_best = min(r["ms_per_img"] for r in rows if r["variant"] == "reference")
+    for b in best:
+        mine = [r for r in rows if r["variant"] == b["variant"]]
+        assert b["ms_per_img"] == min(r["ms_per_img"] for r in mine)
+        assert b["batch"] == min(mine, key=lambda r: r["ms_per_img"])["batch"]
+        assert b["ratio"] == pytest.approx(ref_best / b["ms_per_img"])
+    assert "Best against best" in text
     for r in rows:
         assert r["img_per_s"] > 0 and len(r["seconds"]) == 1
         if r["precision"] == "fp32":
@@ -110,7 +122,9 @@ def test_cli_bench_tiny_run_writes_json(tmp_path, capsys):
     assert all(r["pd_fa_agree"] and r["threads"] == 1 for r in report["metrics"])
     # The measured matrix-product ceiling: fp32 always, bf16 because a bf16 variant ran.
     assert set(report["gemm_gflops"]) == {"fp32", "bf16"} and min(report["gemm_gflops"].values()) > 0
-    assert all(r["pct_gemm"] > 0 for r in rows) and "%gemm" in text
+    # %gemm for every float row; INT8 has no measured matrix-product ceiling (its %peak is the estimate).
+    assert all(r["pct_gemm"] > 0 for r in rows if r["precision"] != "int8") and "%gemm" in text
+    assert all(r["pct_gemm"] is None and r["pct_peak"] > 0 for r in rows if r["precision"] == "int8")
 
 
 @pytest.mark.parametrize("argv,message", [

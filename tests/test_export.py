@@ -91,6 +91,15 @@ def test_detect_cli_with_onnxruntime_backend(exported, tmp_path):
     assert (out / "masks" / "x.png").is_file() and (out / "detections.csv").is_file()
 
 
-def test_onnxruntime_backend_needs_an_onnx_file(tmp_path, capsys):
-    assert main(["detect", str(tmp_path), "--backend", "onnxruntime", "--out", str(tmp_path / "o")]) == 2
-    assert "--backend onnxruntime needs --weights FILE.onnx" in capsys.readouterr().err
+def test_backend_and_precision_that_do_not_go_together_are_refused_before_any_work(tmp_path, capsys):
+    assert main(["detect", str(tmp_path), "--backend", "onnxruntime", "--precision", "bf16",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "the onnxruntime backend runs fp32, int8, not 'bf16'" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "detections.csv").exists()
+
+
+def test_onnx_weights_with_the_torch_backend_are_refused(exported, tmp_path, capsys):
+    _, path = exported
+    assert main(["detect", str(tmp_path), "--backend", "torch", "--weights", str(path), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "an ONNX model runs with --backend onnxruntime or openvino" in capsys.readouterr().err

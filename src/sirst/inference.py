@@ -27,7 +27,10 @@ from __future__ import annotations
 import csv
 import math
 import os
+import queue
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +124,9 @@ class Detector:
         self.in_channels = in_channels_of(model)
         # Read before optimize_for_inference replaces the model by a copy.
         self.min_peak = float(getattr(model, "min_peak_logit", 0.0) if min_peak is None else min_peak)
-        if isinstance(model, nn.Module):
+        from sirst.optimize import OptimizedModel
+
+        if isinstance(model, nn.Module) and not isinstance(model, OptimizedModel):
             if optimize:
                 model = optimize_for_inference(model, self.device, precision=precision, compile=compile)
             else:
@@ -130,6 +135,9 @@ class Detector:
         self.threshold = threshold
         self.overlap = overlap
         self.batch_size = batch_size
+        #: How the network runs (e.g. the inference path chosen by ``sirst detect``), for the outputs.
+        self.description: dict[str, object] = {"path": "torch-" + precision if isinstance(model, nn.Module)
+                                               else type(model).__name__, "batch_size": batch_size}
 
     # -- low level -------------------------------------------------------------------------------
 
@@ -378,6 +386,9 @@ class DetectionSummary:
     images: int = 0
     targets: int = 0
     errors: list[str] = field(default_factory=list)
+    #: Busy seconds of each stage (``read``, ``infer``, ``write``: clustering and files; they overlap)
+    #: and ``total``, the wall time of :func:`run_detection`.
+    seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "infer": 0.0, "write": 0.0, "total": 0.0})
 
     @property
     def failed(self) -> int:
@@ -433,11 +444,13 @@ def run_detection(
 
     if save_scores is not None and save_scores not in SCORE_FORMATS:
         raise ValueError(f"save_scores must be one of {SCORE_FORMATS}, got {save_scores!r}")
+    start = time.perf_counter()
     out = Path(out_dir)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     if write_overlays:
         (out / "overlays").mkdir(parents=True, exist_ok=True)
     summary = DetectionSummary(out)
+    busy = summary.seconds
 
     def report(message: str) -> None:
         summary.errors.append(message)
@@ -449,49 +462,112 @@ def run_detection(
     files = list_inputs(inputs, report, note)
     total = count_frames(files)
     items = iter_inputs(files, report, bit_depth=bit_depth, value_range=value_range)
+    # Reading, inference and clustering/writing run in three threads joined by small queues, so files
+    # are read and results written while the network runs (torch, ONNX Runtime and OpenVINO release the
+    # GIL). At most two groups wait in each queue: memory stays bounded by max_pixels.
+    to_infer: queue.Queue = queue.Queue(maxsize=2)
+    to_write: queue.Queue = queue.Queue(maxsize=2)
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def read_groups() -> None:
+        try:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                chunk: list[tuple[InputItem, np.ndarray]] = []
+                pixels = failed = 0
+                for item in items:
+                    try:
+                        gray = item.load()
+                    except (ValueError, FileNotFoundError) as exc:
+                        # read_image's messages start with the path; prefix it when they do not.
+                        message = str(exc)
+                        report(message if message.startswith(item.source) else f"{item.source}: {message}")
+                        failed += 1
+                        continue
+                    chunk.append((item, gray))
+                    pixels += gray.size
+                    if len(chunk) == detector.batch_size or pixels >= detector.max_pixels:
+                        break
+                busy["read"] += time.perf_counter() - t0
+                if not chunk and not failed:
+                    break
+                _put(to_infer, (chunk, failed), stop)
+        except BaseException as exc:  # re-raised in the calling thread
+            failure.append(exc)
+        finally:
+            _put(to_infer, None, stop)
+
+    def write_groups(writer: csv.writer, bar: tqdm) -> None:
+        try:
+            while (job := to_write.get()) is not None:
+                t0 = time.perf_counter()
+                chunk, logits, failed = job
+                for (item, gray), logit in zip(chunk, logits):
+                    score = expit(logit).astype(np.float32)
+                    binary = score > detector.threshold
+                    targets = extract_targets(binary, score)
+                    for k, t in enumerate(targets):
+                        r0, c0, r1, c1 = t.bbox
+                        writer.writerow([item.id, k, f"{t.centroid[1]:.2f}", f"{t.centroid[0]:.2f}", t.area,
+                                         c0, r0, c1, r1, f"{t.peak:.4f}", item.source])
+                    write_png(out / "masks" / f"{item.id}.png", binary)
+                    if write_overlays:
+                        write_png(out / "overlays" / f"{item.id}.png", draw_overlay(gray, targets))
+                    if save_scores:
+                        write_score_map(out / "scores" / item.id, score, save_scores)
+                    summary.images += 1
+                    summary.targets += len(targets)
+                bar.update(len(chunk) + failed)
+                busy["write"] += time.perf_counter() - t0
+        except BaseException as exc:
+            failure.append(exc)
+            stop.set()
+            while to_write.get() is not None:  # unblock the inference loop
+                pass
+
     with open(summary.csv_path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)
         bar = tqdm(total=total, desc="detect", unit="img", disable=not progress, dynamic_ncols=True)
-        while True:
-            chunk: list[tuple[InputItem, np.ndarray]] = []
-            pixels = 0
-            for item in items:
-                try:
-                    gray = item.load()
-                except (ValueError, FileNotFoundError) as exc:
-                    # read_image's messages start with the path; prefix it when they do not.
-                    message = str(exc)
-                    report(message if message.startswith(item.source) else f"{item.source}: {message}")
-                    bar.update(1)
-                    continue
-                chunk.append((item, gray))
-                pixels += gray.size
-                if len(chunk) == detector.batch_size or pixels >= detector.max_pixels:
-                    break
-            if not chunk:
-                break
-            scores = detector.predict_scores([g for _, g in chunk])
-            for (item, gray), score in zip(chunk, scores):
-                binary = score > detector.threshold
-                targets = extract_targets(binary, score)
-                for k, t in enumerate(targets):
-                    r0, c0, r1, c1 = t.bbox
-                    writer.writerow([item.id, k, f"{t.centroid[1]:.2f}", f"{t.centroid[0]:.2f}", t.area,
-                                     c0, r0, c1, r1, f"{t.peak:.4f}", item.source])
-                write_png(out / "masks" / f"{item.id}.png", binary)
-                if write_overlays:
-                    write_png(out / "overlays" / f"{item.id}.png", draw_overlay(gray, targets))
-                if save_scores:
-                    write_score_map(out / "scores" / item.id, score, save_scores)
-                summary.images += 1
-                summary.targets += len(targets)
-            bar.update(len(chunk))
-            del scores, chunk  # free this group's frames before the next one is loaded
-        bar.close()
+        reader = threading.Thread(target=read_groups, name="sirst-read", daemon=True)
+        writer_thread = threading.Thread(target=write_groups, args=(writer, bar), name="sirst-write", daemon=True)
+        reader.start()
+        writer_thread.start()
+        try:
+            while not stop.is_set() and (job := to_infer.get()) is not None:
+                chunk, failed = job
+                t0 = time.perf_counter()
+                logits = detector.predict_logits([g for _, g in chunk]) if chunk else []
+                busy["infer"] += time.perf_counter() - t0
+                _put(to_write, (chunk, logits, failed), stop)
+                del job, chunk, logits  # free this group's frames before the next one is loaded
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            to_write.put(None)  # the writer reads up to this marker, even after its own failure
+            writer_thread.join()
+            stop.set()
+            reader.join(timeout=5)
+            bar.close()
+    if failure:
+        raise failure[0]
+    busy["total"] = time.perf_counter() - start
     errors_file = out / "errors.txt"
     if summary.errors:
         errors_file.write_text("\n".join(summary.errors) + "\n")
     elif errors_file.exists():  # a stale list from an earlier run into the same folder would mislead
         errors_file.unlink()
     return summary
+
+
+def _put(q: queue.Queue, job: object, stop: threading.Event) -> None:
+    """``q.put(job)`` that gives up when ``stop`` is set (the consumer has failed)."""
+    while True:
+        try:
+            q.put(job, timeout=0.1)
+            return
+        except queue.Full:
+            if stop.is_set():
+                return

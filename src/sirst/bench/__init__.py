@@ -113,16 +113,18 @@ def _cpu_ghz() -> float | None:
 
 
 def estimate_peak_gflops(device: torch.device, precision: str = "fp32", threads: int | None = None) -> Peak:
-    """Peak GFLOP/s of ``device`` for ``precision`` (``fp32``, ``bf16``, ``fp16``) from its specifications.
+    """Peak GFLOP/s of ``device`` for ``precision`` (``fp32``, ``bf16``, ``fp16``, ``int8``) from its specifications.
 
     CPU: ``threads`` cores (default ``torch.get_num_threads()``) x clock x FLOPs per cycle and core:
     fp32 64 with AVX-512 (two FMA units assumed), 32 with AVX2+FMA, else 8; bf16 1024 with AMX,
-    128 with AVX512-BF16, else as fp32. GPU: :data:`GPU_PEAKS_TFLOPS`; fp32 convolutions run on
+    128 with AVX512-BF16, else as fp32; int8 (operations) 2048 with AMX-INT8, 256 with AVX512-VNNI. GPU: :data:`GPU_PEAKS_TFLOPS`; fp32 convolutions run on
     TF32 tensor cores when ``torch.backends.cudnn.allow_tf32`` (PyTorch's default), so that peak applies.
     ``Peak.gflops`` is None when unknown (pass ``--peak-gflops``).
     """
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
+        if precision == "int8":
+            return Peak(None, f"{name}: INT8 is a CPU path here")
         for key, (fp32, tf32, half) in GPU_PEAKS_TFLOPS.items():
             if key in name:
                 if precision == "fp32":
@@ -137,7 +139,13 @@ def estimate_peak_gflops(device: torch.device, precision: str = "fp32", threads:
         return Peak(None, "unknown CPU clock, pass --peak-gflops")
     per_cycle, unit = (64, "AVX-512 2xFMA") if "avx512f" in flags else (32, "AVX2 2xFMA") if {"avx2", "fma"} <= flags \
         else (8, "SSE")
-    if precision != "fp32":
+    if precision == "int8":
+        # INT8 "GFLOP/s" here are giga-operations (2 per multiply-add), comparable with the FLOP count.
+        if "amx_int8" in flags:
+            per_cycle, unit = 2048, "AMX-INT8"
+        elif "avx512_vnni" in flags:
+            per_cycle, unit = 256, "AVX512-VNNI"
+    elif precision != "fp32":
         if "amx_bf16" in flags:
             per_cycle, unit = 1024, "AMX-BF16"
         elif "avx512_bf16" in flags:

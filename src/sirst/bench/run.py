@@ -39,8 +39,13 @@ from sirst.bench import (
 )
 from sirst.weights import resolve_weights
 
-INFERENCE_VARIANTS: tuple[str, ...] = ("eager", "fold", "fold_cl", "bf16", "fp16", "onnxruntime", "compile",
+INFERENCE_VARIANTS: tuple[str, ...] = ("eager", "fold", "fold_cl", "bf16", "fp16", "onnxruntime", "onnxruntime_int8",
+                                       "openvino_fp32", "openvino_bf16", "openvino_int8", "compile",
                                        "compile_bf16", "cuda_graphs_fp16", "cuda_graphs_bf16")
+#: Variants that are a :class:`sirst.deploy.PathSpec` (what ``sirst detect --precision/--backend`` runs).
+DEPLOY_VARIANTS: dict[str, str] = {"fold_cl": "torch-fp32", "bf16": "torch-bf16", "onnxruntime": "onnxruntime-fp32",
+                                   "onnxruntime_int8": "onnxruntime-int8", "openvino_fp32": "openvino-fp32",
+                                   "openvino_bf16": "openvino-bf16", "openvino_int8": "openvino-int8"}
 
 
 @dataclass
@@ -49,7 +54,7 @@ class BenchConfig:
 
     device: str = "cpu"
     size: int = 256
-    batches: tuple[int, ...] = (1, 16)
+    batches: tuple[int, ...] = (1, 8, 16)
     model: str = "dnanet"
     weights: str | None = None
     threads: int | None = None
@@ -96,7 +101,13 @@ def default_variants(device: torch.device, compile_: bool) -> tuple[str, ...]:
     if device.type == "cuda":
         out = ["eager", "fold_cl", "bf16", "fp16", "cuda_graphs_bf16", "cuda_graphs_fp16"]
     else:
-        out = ["eager", "fold", "fold_cl", "bf16", "onnxruntime"]
+        from sirst.deploy import backend_available
+
+        out = ["eager", "fold", "fold_cl", "bf16"]
+        if backend_available("onnxruntime"):
+            out += ["onnxruntime", "onnxruntime_int8"]
+        if backend_available("openvino"):
+            out += ["openvino_fp32", "openvino_bf16", "openvino_int8"]
     if compile_:
         out += ["compile", "compile_bf16"]
     return tuple(out)
@@ -110,6 +121,10 @@ VARIANT_LABELS: dict[str, tuple[str, str]] = {
     "bf16": ("BN folded + channels_last + bf16 autocast", "bf16"),
     "fp16": ("BN folded + channels_last + fp16 autocast", "fp16"),
     "onnxruntime": ("ONNX Runtime (CPU EP, BN folded)", "fp32"),
+    "onnxruntime_int8": ("ONNX Runtime INT8 (QDQ, per-channel)", "int8"),
+    "openvino_fp32": ("OpenVINO fp32", "fp32"),
+    "openvino_bf16": ("OpenVINO bf16", "bf16"),
+    "openvino_int8": ("OpenVINO INT8 (same QDQ model, rest bf16)", "int8"),
     "compile": ("torch.compile (BN folded, channels_last)", "fp32"),
     "compile_bf16": ("torch.compile + bf16 autocast", "bf16"),
     "cuda_graphs_fp16": ("CUDA graphs + fp16 autocast", "fp16"),
@@ -174,12 +189,11 @@ def build_variant(
     """A callable ``(N, C, H, W)`` -> logits for inference variant ``name``."""
     from sirst.optimize import optimize_for_inference
 
-    if name == "onnxruntime":
-        from sirst.export import OnnxRunner, export_onnx
-        from sirst.optimize import fold_batchnorm
+    if name in DEPLOY_VARIANTS and name not in ("fold_cl", "bf16"):
+        from sirst.deploy import PathSpec, build_runner
 
-        path = export_onnx(fold_batchnorm(model), tmp / "model.onnx", in_channels=_in_ch(model))
-        return OnnxRunner(path, threads=threads)
+        # The user cache: the ONNX export and the INT8 model are made once per weights, as for sirst detect.
+        return build_runner(model, PathSpec.parse(DEPLOY_VARIANTS[name]), threads)
     kwargs: dict[str, Any] = {
         "eager": dict(fold_bn=False, channels_last=False),
         "fold": dict(channels_last=False),
@@ -261,6 +275,33 @@ def bench_inference(cfg: BenchConfig, model: nn.Module, device: torch.device, fl
                     "targets": check.targets,
                 })
     return rows
+
+
+def best_against_best(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each variant at its fastest batch against the reference at *its* fastest batch.
+
+    Returns one dict per variant, fastest first: ``variant``, ``label``, ``batch`` (its fastest),
+    ``ms_per_img``, ``ratio`` (reference's best ms/img / this), ``pct_peak``, ``detections`` (worst
+    check over all batches: identical < same targets < different).
+    """
+    best: dict[str, dict[str, Any]] = {}
+    worst: dict[str, dict[str, Any]] = {}
+    rank = lambda r: 2 if r["identical_detections"] else 1 if r["same_targets"] else 0  # noqa: E731
+    for r in rows:
+        if r["variant"] not in best or r["ms_per_img"] < best[r["variant"]]["ms_per_img"]:
+            best[r["variant"]] = r
+        if r["variant"] not in worst or rank(r) < rank(worst[r["variant"]]):
+            worst[r["variant"]] = r
+    base_name = "reference" if "reference" in best else next(iter(best), None)
+    if base_name is None:
+        return []
+    base = best[base_name]["ms_per_img"]
+    out = [{"variant": v, "label": r["label"], "precision": r["precision"], "batch": r["batch"],
+            "ms_per_img": r["ms_per_img"], "img_per_s": r["img_per_s"], "ratio": base / r["ms_per_img"],
+            "pct_peak": r["pct_peak"], "detections": worst[v]["detections"], "baseline": base_name,
+            "baseline_batch": best[base_name]["batch"]}
+           for v, r in best.items()]
+    return sorted(out, key=lambda d: d["ms_per_img"])
 
 
 def bench_training(cfg: BenchConfig, model: nn.Module, device: torch.device, flops: int,
@@ -386,7 +427,7 @@ def _run_bench(cfg: BenchConfig) -> dict[str, Any]:
     in_ch = _in_ch(model)
     flops = count_flops(model, cfg.size, in_ch)
     train_flops = count_flops(model, cfg.size, in_ch, train=True)
-    peaks = {p: estimate_peak_gflops(device, p, threads) for p in ("fp32", "bf16", "fp16")}
+    peaks = {p: estimate_peak_gflops(device, p, threads) for p in ("fp32", "bf16", "fp16", "int8")}
     if cfg.peak_gflops:
         peaks["fp32"] = Peak(cfg.peak_gflops, "given by --peak-gflops")
     if cfg.peak_gflops_half:
@@ -395,6 +436,7 @@ def _run_bench(cfg: BenchConfig) -> dict[str, Any]:
     precisions = {VARIANT_LABELS[v][1] for v in (cfg.variants or default_variants(device, cfg.compile))} | {"fp32"}
     if device.type == "cpu":
         precisions.discard("fp16")  # no fp16 matrix units on CPUs; oneDNN emulates it
+    precisions.discard("int8")  # no int8 matrix product in torch to measure; the peak estimate stands
     gemm = {p: measure_gemm_gflops(device, p) for p in sorted(precisions)}
     report: dict[str, Any] = {
         "command": " ".join(["sirst", *sys.argv[1:]]) if sys.argv and "bench" in sys.argv else None,
@@ -412,6 +454,7 @@ def _run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "gemm_gflops": gemm,
         "inference": bench_inference(cfg, model, device, flops, peaks, threads, gemm),
     }
+    report["best"] = best_against_best(report["inference"])
     # Metrics before training: run after the training steps (gigabytes of autograd buffers freed),
     # the same metric code measured ~15 % slower (20.3x -> 17.0x the public loop), a state of the
     # process's memory rather than of either implementation.
@@ -474,6 +517,14 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"{row['batch']:>5}  {row['label']:<62} {row['ms_per_img']:>8.1f} {row['img_per_s']:>7.2f} "
                      f"{row['speedup']:>5.2f}x {row['gflops']:>8.1f} {_f(row['pct_peak'], '.1f'):>6} "
                      f"{_f(row.get('pct_gemm'), '.1f'):>6}  {row['detections']}")
+    if r.get("best"):
+        b0 = r["best"][0]
+        lines += ["", f"Best against best: every variant at its fastest batch against the {b0['baseline']} at its "
+                      f"fastest (batch {b0['baseline_batch']}); detections: the worst check over all batches",
+                  f"{'variant':<62} {'batch':>5} {'ms/img':>8} {'img/s':>7} {'x ref':>6} {'%peak':>6}  detections"]
+        for row in r["best"]:
+            lines.append(f"{row['label']:<62} {row['batch']:>5} {row['ms_per_img']:>8.1f} {row['img_per_s']:>7.2f} "
+                         f"{row['ratio']:>5.2f}x {_f(row['pct_peak'], '.1f'):>6}  {row['detections']}")
     if "training" in r:
         lines += ["", f"Training step (batch {r['training'][0]['batch']}, Soft-IoU + deep supervision, Adagrad)",
                   f"{'variant':<44} {'img/s':>7} {'x':>6} {'GFLOP/s':>8} {'%peak':>6}"]

@@ -72,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
     p.add_argument("--size", type=_size, default=256, help="square input size, multiple of 16 (default 256)")
-    p.add_argument("--batch", type=_ints, default=(1, 16), metavar="B1,B2", help="inference batch sizes (default 1,16)")
+    p.add_argument("--batch", type=_ints, default=(1, 8, 16), metavar="B1,B2",
+                   help="inference batch sizes (default 1,8,16); the report also gives each variant at its fastest")
     p.add_argument("--model", default="dnanet", help="registered model (default dnanet; the reference baseline "
                                                      "exists for the paper's DNANet)")
     p.add_argument("--weights", default=None, help="checkpoint .pt (default: bundled weights, else random init)")

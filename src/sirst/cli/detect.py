@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 from sirst.cli.options import float_range, int_at_least, non_negative_int, positive_int, probability
@@ -20,29 +22,95 @@ def _tile(text: str) -> int | None:
     return value
 
 
+def _note(message: str) -> None:
+    print(f"sirst detect: {message}", file=sys.stderr)
+
+
 def build_detector(args: argparse.Namespace):
-    """The Detector for the CLI options (bundled weights, a checkpoint, or an ONNX file)."""
+    """The Detector for the CLI options (bundled weights, a checkpoint, or an ONNX file).
+
+    On the CPU, ``--precision auto`` / ``--backend auto`` take the fastest inference path that is
+    installed, passed the accuracy gate (docs/performance.md) and gives the same targets as fp32 on
+    this machine's check images; the measurement is cached (:func:`sirst.deploy.choose_path`).
+    ``detector.description`` says what was chosen, for the outputs.
+    """
+    import torch
+
+    from sirst.deploy import (
+        AUTO_PRECISIONS,
+        PathSpec,
+        build_runner,
+        candidate_paths,
+        choose_path,
+        default_threads,
+        require_backend,
+    )
     from sirst.inference import Detector
     from sirst.weights import resolve_weights
 
-    if args.backend == "onnxruntime":
-        from sirst.export import OnnxRunner
-
-        if not args.weights or not str(args.weights).endswith(".onnx"):
-            raise ValueError("--backend onnxruntime needs --weights FILE.onnx (make one with `sirst export`)")
+    threads = args.threads or default_threads()
+    common = dict(threshold=args.threshold, tile=args.tile, overlap=args.overlap, max_pixels=args.max_pixels)
+    is_onnx = bool(args.weights) and str(args.weights).lower().endswith(".onnx")
+    if is_onnx:
+        backend = args.backend if args.backend != "auto" else "onnxruntime"
+        if backend == "torch":
+            raise ValueError(f"--weights {args.weights}: an ONNX model runs with --backend onnxruntime or openvino; "
+                             "the torch backend needs a .pt checkpoint")
         if args.device != "cpu":
-            raise ValueError(f"--device {args.device}: the onnxruntime backend runs on the CPU; use --backend torch")
-        model = OnnxRunner(args.weights)
-    else:
-        from sirst.checkpoint import model_from_checkpoint
+            raise ValueError(f"--device {args.device}: the {backend} backend runs on the CPU; use --backend torch")
+        precision = "fp32" if args.precision == "auto" else args.precision
+        if precision not in ("fp32", "bf16") or (backend == "onnxruntime" and precision != "fp32"):
+            raise ValueError(f"--precision {precision}: an ONNX file runs as it is (fp32; bf16 with --backend openvino); "
+                             "give the .pt checkpoint for int8")
+        require_backend(backend)
+        if backend == "openvino":
+            from sirst.deploy import OpenVinoRunner
 
-        if args.weights and str(args.weights).lower().endswith(".onnx"):
-            raise ValueError(f"--weights {args.weights}: an ONNX model runs with --backend onnxruntime; the torch "
-                             "backend needs a .pt checkpoint")
-        model = model_from_checkpoint(resolve_weights(args.weights), args.device)  # a path or a bundled name
-    return Detector(model, device=args.device if args.backend == "torch" else "cpu", threshold=args.threshold,
-                    tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, max_pixels=args.max_pixels,
-                    precision=args.precision, compile=args.compile)
+            model = OpenVinoRunner(args.weights, precision, threads)
+        else:
+            from sirst.export import OnnxRunner
+
+            model = OnnxRunner(args.weights, threads=threads)
+        det = Detector(model, device="cpu", batch_size=args.batch_size or 1, **common)
+        det.description = {"path": f"{backend}-{precision}", "batch_size": det.batch_size, "threads": threads,
+                           "how": "given"}
+        return det
+    from sirst.checkpoint import model_from_checkpoint
+
+    if args.backend not in ("auto", "torch") and args.device != "cpu":
+        raise ValueError(f"--device {args.device}: the {args.backend} backend runs on the CPU; use --backend torch")
+    model = model_from_checkpoint(resolve_weights(args.weights), "cpu" if args.device == "cpu" else args.device)
+    torch.set_num_threads(threads)
+    if args.device != "cpu" or args.compile or args.precision == "fp16":
+        # GPUs and the compiled/fp16 paths run through torch as asked; nothing is measured for them.
+        precision = "fp32" if args.precision == "auto" else args.precision
+        if precision == "int8":
+            raise ValueError("--precision int8 runs on the CPU (ONNX Runtime / OpenVINO); use bf16 or fp16 on a GPU")
+        det = Detector(model, device=args.device, batch_size=args.batch_size or 8, precision=precision,
+                       compile=args.compile, **common)
+        det.description = {"path": f"torch-{precision}", "batch_size": det.batch_size, "device": args.device,
+                           "threads": threads, "how": "given"}
+        return det
+    if args.precision == "auto":
+        candidates = [c for c in candidate_paths("auto", args.backend) if c.precision in AUTO_PRECISIONS]
+    else:
+        if args.backend != "auto":
+            PathSpec(args.backend, args.precision).validate()
+            require_backend(args.backend)
+        candidates = candidate_paths(args.precision, args.backend)
+        if not candidates:
+            require_backend("onnxruntime")  # the int8 paths need it: say how to install
+    batches = (args.batch_size,) if args.batch_size else (1, 4)
+    choice = choose_path(model, candidates, threads, batches, use_cache=not args.remeasure,
+                         progress=None if args.quiet else _note)
+    runner = build_runner(model, choice.spec, threads, progress=None if args.quiet else _note)
+    det = Detector(runner, device="cpu", batch_size=choice.batch_size, **common)
+    det.description = {"path": str(choice.spec), "batch_size": choice.batch_size, "threads": threads,
+                       "how": ("cached measurement" if choice.cached else choice.source)
+                       if args.precision == "auto" or args.backend == "auto" else "given",
+                       "ms_per_256px_image": choice.ms_per_img, "measured": choice.measured,
+                       "verified": choice.verified}
+    return det
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -55,6 +123,16 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--input-range {args.input_range[0]:g} {args.input_range[1]:g}: MIN must be below MAX")
     if args.tile and args.overlap >= args.tile:
         raise ValueError(f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
+    if args.backend not in ("auto", "torch") and args.device != "cpu":
+        raise ValueError(f"--device {args.device}: the {args.backend} backend runs on the CPU; use --backend torch")
+    is_onnx = bool(args.weights) and str(args.weights).lower().endswith(".onnx")
+    if is_onnx and args.backend == "torch":
+        raise ValueError(f"--weights {args.weights}: an ONNX model runs with --backend onnxruntime or openvino; "
+                         "the torch backend needs a .pt checkpoint")
+    if args.backend != "auto" and args.precision not in ("auto", "fp16") and not is_onnx:
+        from sirst.deploy import PathSpec
+
+        PathSpec(args.backend, args.precision).validate()
     check_device(args.device)
     ensure_output_dir(args.out)
 
@@ -69,14 +147,26 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give images, folders or videos to detect on (or --samples for the bundled ones)")
     check_args(args)
     detector = build_detector(args)
-    summary = run_detection(inputs, args.out, detector, progress=not args.quiet, save_scores=args.save_scores,
-                            bit_depth=args.bit_depth,
+    info = getattr(detector, "description", {})
+    if not args.quiet and info:
+        _note(f"inference: {info.get('path')}, batch {info.get('batch_size')}, {info.get('threads', '?')} thread(s) "
+              f"({info.get('how', 'given')})")
+    summary = run_detection(inputs, args.out, detector, write_overlays=not args.no_overlays, progress=not args.quiet,
+                            save_scores=args.save_scores, bit_depth=args.bit_depth,
                             value_range=tuple(args.input_range) if args.input_range else None)
     out = Path(args.out)
+    record = {"images": summary.images, "failed": summary.failed, "targets": summary.targets,
+              "weights": str(args.weights or "general"), "inference": info,
+              "seconds": {k: round(v, 3) for k, v in summary.seconds.items()}}
+    (out / "summary.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"{summary.images} image(s) done, {summary.failed} failed, {summary.targets} target(s)")
+    print(f"inference:  {info.get('path', '?')}, batch {info.get('batch_size', '?')}, "
+          f"{info.get('threads', '?')} thread(s); {summary.seconds['total']:.1f} s")
     print(f"detections: {summary.csv_path}")
     print(f"masks:      {out / 'masks'}")
-    print(f"overlays:   {out / 'overlays'}")
+    if not args.no_overlays:
+        print(f"overlays:   {out / 'overlays'}")
+    print(f"summary:    {out / 'summary.json'}")
     if args.save_scores:
         print(f"scores:     {out / 'scores'} (sirst eval --pred {out / 'scores'} --masks MASKS)")
     if summary.errors:
@@ -109,17 +199,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="auto (default): frames up to --max-pixels run whole, larger ones in tiles that fit it; "
                         "N: tile frames with a side over N pixels; 0: never tile")
     p.add_argument("--overlap", type=non_negative_int, default=64, help="tile overlap in pixels (default 64)")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="most images per forward pass (default 8)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="most images per forward pass (default: the fastest measured on this machine; 8 on a GPU)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads for inference (default: every core this process may use)")
     p.add_argument("--max-pixels", type=int_at_least(16 * 16), default=2**18, metavar="P",
                    help="most input pixels per forward pass; bounds memory (default 262144: under 1.5 GB peak "
                         "on a CPU for any frame size; larger values tile less)")
     p.add_argument("--save-scores", choices=("png", "npy"), default=None,
                    help="also write probability maps to scores/ (16-bit PNG or float32 .npy) for sirst eval --pred")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="torch backend: autocast precision (default fp32; bf16/fp16 are faster on CPUs with "
-                        "AMX/AVX512-BF16 and on GPUs, scores move by ~1e-2)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
+                   help="auto (default): the fastest installed one on this machine; onnxruntime and openvino "
+                        "need pip install 'sirst[export]' / 'sirst[openvino]'")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8", "fp16"), default="auto",
+                   help="auto (default): the fastest path that passed the accuracy gate and gives fp32's targets "
+                        "on this machine's check images, measured once and cached (see docs/performance.md); "
+                        "fp32; bf16 (AMX/AVX512-BF16 CPUs, GPUs); int8 (CPU, ONNX Runtime QDQ; quantized once per "
+                        "weights and cached); fp16 (GPU)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="measure the inference paths again instead of using the cached choice")
+    p.add_argument("--no-overlays", action="store_true", help="do not write overlays/ (saves a little time)")
     p.add_argument("--compile", action="store_true", help="torch backend: torch.compile (slow first call per size)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (results, warnings and errors are still printed)")
     p.set_defaults(func=run)

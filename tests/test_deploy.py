@@ -1,0 +1,200 @@
+"""Fast inference paths (sirst.deploy): specs, caches, INT8 quantization, the per-machine choice,
+the accuracy gate on a fixed subset of the real test splits, and the threaded detection pipeline."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sirst.bench.gate import GateLimits, gate_split, passes
+from sirst.deploy import (
+    PathSpec,
+    build_runner,
+    candidate_paths,
+    choose_path,
+    fp32_onnx,
+    int8_onnx,
+    weights_digest,
+)
+from sirst.inference import Detector, run_detection
+from sirst.models import create_model
+
+from conftest import shared_dataset
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    return create_model("dnanet", channel_size="one", backbone="resnet10").eval()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIRST_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_path_spec_parses_and_refuses_what_a_backend_does_not_run():
+    assert PathSpec.parse("openvino-int8") == PathSpec("openvino", "int8")
+    assert str(PathSpec("torch", "bf16")) == "torch-bf16"
+    with pytest.raises(ValueError, match="runs fp32, bf16, not 'int8'"):
+        PathSpec.parse("torch-int8")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        PathSpec.parse("tvm-fp32")
+    assert candidate_paths("fp32", "torch") == [PathSpec("torch", "fp32")]
+    assert all(c.precision == "bf16" for c in candidate_paths("bf16"))
+
+
+def test_weights_digest_follows_the_weights(tiny):
+    other = create_model("dnanet", channel_size="one", backbone="resnet10").eval()
+    assert weights_digest(tiny) == weights_digest(tiny)
+    assert weights_digest(tiny) != weights_digest(other)
+
+
+def test_choice_is_measured_once_and_then_read_from_the_cache(tiny, cache):
+    candidates = [PathSpec("torch", "fp32"), PathSpec("torch", "bf16")]
+    first = choose_path(tiny, candidates, threads=1, batches=(1, 2), cache=cache)
+    assert not first.cached and first.spec in candidates and first.batch_size in (1, 2)
+    assert set(first.verified) == {"torch-fp32", "torch-bf16"} and first.verified["torch-fp32"] == "ok"
+    assert all(ms > 0 for per in first.measured.values() for ms in per.values())
+    files = list((cache / "choices").glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["spec"] == str(first.spec)
+    again = choose_path(tiny, candidates, threads=1, batches=(1, 2), cache=cache)
+    assert again.cached and again.spec == first.spec and again.batch_size == first.batch_size
+    # Other weights are measured anew.
+    other = create_model("dnanet", channel_size="one", backbone="resnet10").eval()
+    assert not choose_path(other, candidates, threads=1, batches=(1, 2), cache=cache).cached
+
+
+def test_a_path_whose_targets_differ_from_fp32_is_not_chosen(tiny, cache, monkeypatch):
+    import sirst.deploy as deploy
+
+    real = deploy.build_runner
+
+    def flipped(model, spec, *args, **kwargs):
+        run = real(model, spec, *args, **kwargs)
+        return (lambda x: -run(x)) if spec.precision == "bf16" else run
+
+    monkeypatch.setattr(deploy, "build_runner", flipped)
+    choice = choose_path(tiny, [PathSpec("torch", "fp32"), PathSpec("torch", "bf16")], 1, (1,), cache=cache)
+    assert choice.spec == PathSpec("torch", "fp32")
+    assert choice.verified["torch-bf16"] != "ok" and "torch-bf16" not in choice.measured
+
+
+onnx_only = pytest.mark.skipif(not candidate_paths("int8", "onnxruntime"), reason="onnxruntime not installed")
+
+
+@onnx_only
+def test_int8_model_is_made_once_per_weights_and_keeps_first_and_last_conv_in_float(tiny, cache):
+    import onnx
+
+    images = [np.random.default_rng(i).random((64, 64)).astype(np.float32) for i in range(3)]
+    path = int8_onnx(tiny, cache, calibration=images)
+    stamp = path.stat().st_mtime_ns
+    assert int8_onnx(tiny, cache, calibration=images) == path and path.stat().st_mtime_ns == stamp
+    graph = onnx.load(str(path)).graph
+    produced_by_dq = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    quantized = [n.input[1] in produced_by_dq for n in convs]
+    assert not quantized[0] and not quantized[-1] and all(quantized[1:-1])
+    runner = build_runner(tiny, PathSpec("onnxruntime", "int8"), threads=1, cache=cache, calibration=images)
+    x = torch.randn(2, 3, 32, 48)
+    out = runner(x)
+    assert out.shape == (2, 1, 32, 48) and torch.isfinite(out).all()
+    assert fp32_onnx(tiny, cache).parent == path.parent  # one folder per weights
+
+
+def test_gate_known_answers():
+    base = {"iou": 0.70, "pd": 0.95, "fa": 20e-6}
+    assert passes(base, {"iou": 0.704, "pd": 0.946, "fa": 21.9e-6})["pass"]
+    result = passes(base, {"iou": 0.694, "pd": 0.95, "fa": 20e-6})
+    assert not result["pass"] and result["ok"] == {"iou": False, "pd": True, "fa": True}
+    assert not passes(base, {"iou": 0.70, "pd": 0.95, "fa": 22.5e-6})["pass"]  # +12.5 % Fa
+    assert not passes({"iou": 0.7, "pd": 0.9, "fa": 0.0}, {"iou": 0.7, "pd": 0.9, "fa": 1e-7})["pass"]
+    assert passes(base, base, GateLimits(0.0, 0.0, 0.0))["pass"]
+
+
+# Fixed subsets of the real test splits (the full splits are in docs/performance.md).
+GATE_SUBSET = {"NUDT-SIRST": [0, 100, 200, 300], "NUAA-SIRST": [0, 50, 100]}
+
+
+@pytest.mark.parametrize("dataset", sorted(GATE_SUBSET))
+def test_fast_paths_pass_the_accuracy_gate_on_a_fixed_subset(dataset, cache):
+    root = shared_dataset(dataset)
+    if root is None:
+        pytest.skip(f"{dataset} not available")
+    from sirst.checkpoint import model_from_checkpoint
+
+    model = model_from_checkpoint("general", "cpu").float().eval()
+    specs = [s for s in candidate_paths("bf16") if s.backend in ("torch", "openvino")]
+    runners = {"fp32": build_runner(model, PathSpec("torch", "fp32"), 1, cache)}
+    runners.update({str(s): build_runner(model, s, 1, cache) for s in specs})
+    result = gate_split(model, root, runners, indices=GATE_SUBSET[dataset], progress=False)
+    assert result["images"] == len(GATE_SUBSET[dataset])
+    fp32 = result["paths"]["fp32"]["metrics"]
+    assert fp32["pd"] > 0.5  # the subset has targets the model finds: the gate compares something
+    for name in runners:
+        if name != "fp32":
+            assert result["paths"][name]["gate"]["pass"], (name, result["paths"][name])
+
+
+class Boom:
+    size_divisor = 1
+    in_channels = 1
+
+    def __call__(self, x):
+        raise RuntimeError("inference exploded")
+
+
+def _frames(folder, n=5):
+    folder.mkdir()
+    for k in range(n):
+        Image.fromarray(np.full((24, 32), 40 * k, np.uint8)).save(folder / f"f{k}.png")
+
+
+def test_an_inference_error_stops_the_pipeline_and_is_raised(tmp_path):
+    _frames(tmp_path / "in")
+    with pytest.raises(RuntimeError, match="inference exploded"):
+        run_detection([tmp_path / "in"], tmp_path / "o", Detector(Boom(), tile=0, batch_size=1), progress=False)
+
+
+def test_a_writer_error_is_raised_not_swallowed(tmp_path, monkeypatch):
+    import sirst.inference as inference
+
+    _frames(tmp_path / "in")
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(inference, "write_png", broken)
+
+    class Zero:
+        size_divisor = 1
+        in_channels = 1
+
+        def __call__(self, x):
+            return torch.zeros(x.shape[0], 1, *x.shape[2:])
+
+    with pytest.raises(OSError, match="disk full"):
+        run_detection([tmp_path / "in"], tmp_path / "o", Detector(Zero(), tile=0, batch_size=1), progress=False)
+
+
+def test_pipeline_keeps_input_order_and_counts_stage_times(tmp_path):
+    _frames(tmp_path / "in", 7)
+
+    class Bright:
+        size_divisor = 1
+        in_channels = 1
+
+        def __call__(self, x):
+            return x[:, :1] * 10  # normalised input: bright frames become targets
+
+    summary = run_detection([tmp_path / "in"], tmp_path / "o", Detector(Bright(), tile=0, batch_size=2),
+                            write_overlays=False, progress=False)
+    assert summary.images == 7 and not (tmp_path / "o" / "overlays").exists()
+    rows = (tmp_path / "o" / "detections.csv").read_text().splitlines()[1:]
+    ids = [r.split(",")[0] for r in rows]
+    assert ids == sorted(ids) and len(ids) > 0
+    assert summary.seconds["total"] >= summary.seconds["infer"] > 0
