@@ -56,8 +56,10 @@ def main() -> int:
     specs = [PathSpec.parse(s) for s in args.paths.split(",") if s]
     models = {w: model_from_checkpoint(w, "cpu").float().eval() for w in dict.fromkeys(w for w, _ in pairs)}
     cache = Path(tempfile.mkdtemp(prefix="sirst-gate-"))
+    # INT8 ranges from training images of both datasets (as `sirst detect --calibration` does).
+    images = dataset_calibration_images([data / "NUAA-SIRST", data / "NUDT-SIRST"], QuantConfig().calibration_images) \
+        if args.write_ranges or any(s.precision == "int8" for s in specs) else None
     if args.write_ranges:
-        images = dataset_calibration_images([data / "NUAA-SIRST", data / "NUDT-SIRST"], QuantConfig().calibration_images)
         for name, model in models.items():
             out = bundled_ranges_dir() / f"{weights_digest(model)}-{QuantConfig().key()}.json"
             int8_onnx(model, cache, calibration=images, ranges_out=out, progress=print)
@@ -67,7 +69,8 @@ def main() -> int:
         model = models[weights]
         runners = {"fp32": build_runner(model, PathSpec("torch", "fp32"), args.threads, cache)}
         for spec in specs:
-            runners[str(spec)] = build_runner(model, spec, args.threads, cache, progress=print)
+            runners[str(spec)] = build_runner(model, spec, args.threads, cache, progress=print,
+                                              calibration=images if spec.precision == "int8" else None)
         start = time.time()
         result = gate_split(model, data / dataset, runners, limit=args.limit)
         result.update(weights=weights, weights_digest=weights_digest(model), minutes=(time.time() - start) / 60)

@@ -168,7 +168,7 @@ def test_a_writer_error_is_raised_not_swallowed(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(inference, "write_png", broken)
+    monkeypatch.setattr(inference, "save_png", broken)
 
     class Zero:
         size_divisor = 1

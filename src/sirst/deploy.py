@@ -112,6 +112,18 @@ def candidate_paths(precision: str = "auto", backend: str = "auto") -> list[Path
     return out
 
 
+def auto_candidates(backend: str = "auto") -> list[PathSpec]:
+    """The paths ``--precision auto`` times: installed, of a gated precision (:data:`AUTO_PRECISIONS`),
+    less those measured slower than a sibling on every CPU tried, to keep the one-off measurement
+    short: with OpenVINO, its bf16 (which is its fp32 on CPUs without bf16 units) beats ONNX Runtime
+    fp32 and its own fp32 (docs/performance.md); torch fp32 always stays (the verification reference).
+    """
+    paths = [c for c in candidate_paths("auto", backend) if c.precision in AUTO_PRECISIONS]
+    if PathSpec("openvino", "bf16") in paths:
+        paths = [c for c in paths if c not in (PathSpec("onnxruntime", "fp32"), PathSpec("openvino", "fp32"))]
+    return paths
+
+
 # ------------------------------------------------------------------------------------------------
 # Cache
 # ------------------------------------------------------------------------------------------------
@@ -490,11 +502,11 @@ def verify_runner(reference: np.ndarray, candidate: np.ndarray) -> str:
 
 
 def _verification_batch(in_channels: int) -> torch.Tensor:
-    """The bundled sample images cropped to 256x256 plus synthesized frames: ``(8, C, 256, 256)``."""
+    """The four bundled sample images (synthesized frames where missing), 256x256: ``(4, C, 256, 256)``."""
     from sirst.bench import network_batch, synthetic_images
 
     images = [g[:256, :256] for g in default_calibration_images(4)[:4] if min(g.shape) >= 256]
-    images += synthetic_images(8 - len(images), 256, seed=7)
+    images += synthetic_images(max(0, 4 - len(images)), 256, seed=7)
     return network_batch(images, in_channels)
 
 

@@ -37,8 +37,8 @@ def build_detector(args: argparse.Namespace):
     import torch
 
     from sirst.deploy import (
-        AUTO_PRECISIONS,
         PathSpec,
+        auto_candidates,
         build_runner,
         candidate_paths,
         choose_path,
@@ -92,7 +92,7 @@ def build_detector(args: argparse.Namespace):
                            "threads": threads, "how": "given"}
         return det
     if args.precision == "auto":
-        candidates = [c for c in candidate_paths("auto", args.backend) if c.precision in AUTO_PRECISIONS]
+        candidates = auto_candidates(args.backend)
     else:
         if args.backend != "auto":
             PathSpec(args.backend, args.precision).validate()
@@ -103,7 +103,12 @@ def build_detector(args: argparse.Namespace):
     batches = (args.batch_size,) if args.batch_size else (1, 4)
     choice = choose_path(model, candidates, threads, batches, use_cache=not args.remeasure,
                          progress=None if args.quiet else _note)
-    runner = build_runner(model, choice.spec, threads, progress=None if args.quiet else _note)
+    calibration = None
+    if args.calibration and choice.spec.precision == "int8":
+        from sirst.deploy import QuantConfig, dataset_calibration_images
+
+        calibration = dataset_calibration_images(args.calibration, QuantConfig().calibration_images)
+    runner = build_runner(model, choice.spec, threads, progress=None if args.quiet else _note, calibration=calibration)
     det = Detector(runner, device="cpu", batch_size=choice.batch_size, **common)
     det.description = {"path": str(choice.spec), "batch_size": choice.batch_size, "threads": threads,
                        "how": ("cached measurement" if choice.cached else choice.source)
@@ -133,6 +138,9 @@ def check_args(args: argparse.Namespace) -> None:
         from sirst.deploy import PathSpec
 
         PathSpec(args.backend, args.precision).validate()
+    for root in args.calibration or ():
+        if not Path(root).is_dir():
+            raise ValueError(f"--calibration {root}: no such dataset folder")
     check_device(args.device)
     ensure_output_dir(args.out)
 
@@ -217,6 +225,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "on this machine's check images, measured once and cached (see docs/performance.md); "
                         "fp32; bf16 (AMX/AVX512-BF16 CPUs, GPUs); int8 (CPU, ONNX Runtime QDQ; quantized once per "
                         "weights and cached); fp16 (GPU)")
+    p.add_argument("--calibration", nargs="+", default=None, metavar="DATASET",
+                   help="int8: calibrate on 16 training images of these datasets (standard layout, train split; "
+                        "default: ranges shipped for the bundled weights, else the sample and synthesized images)")
     p.add_argument("--remeasure", action="store_true",
                    help="measure the inference paths again instead of using the cached choice")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlays/ (saves a little time)")
