@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sirst.cli.options import float_range, non_negative_float, non_negative_int, positive_float, positive_int
+from sirst.cli.options import positive_int
 
 # Per-invocation settings that never come from a saved config (``out``: the run may have been moved).
 _NOT_SAVED = ("resume", "progress", "out")
@@ -84,52 +84,67 @@ def _resume_config(args: argparse.Namespace, explicit: set[str]):
 
 
 def _config_from_args(args: argparse.Namespace):
+    """The :class:`~sirst.engine.config.TrainConfig` of the parsed options (one per field, see :func:`_add_options`)."""
     from sirst.engine.config import TrainConfig
 
-    return TrainConfig(
-        data=args.data,
-        out=args.out,
-        split=args.split,
-        model=args.model,
-        backbone=args.backbone,
-        channel_size=args.channel_size,
-        in_channels=args.in_channels,
-        epochs=args.epochs,
-        max_minutes=args.max_minutes,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        crop_size=args.crop_size,
-        base_size=args.base_size,
-        lr=args.lr,
-        min_lr=args.min_lr,
-        weight_decay=args.weight_decay,
-        optimizer=args.optimizer,
-        scheduler=args.scheduler,
-        resume=args.resume,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        compile=args.compile,
-        device=args.device,
-        eval_every=args.eval_every,
-        workers=args.workers,
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        max_train_images=args.max_train_images,
-        max_test_images=args.max_test_images,
-        log_every=args.log_every,
-        protocol=args.protocol,
-        progress=not args.quiet,
-        extra_data=list(args.extra_data or []),
-        negatives=list(args.negatives or []),
-        negatives_per_epoch=args.negatives_per_epoch,
-        negatives_hard_p=args.negatives_hard_p,
-        val_negatives=list(args.val_negatives or []),
-        val_negative_crops=args.val_negative_crops,
-        synth_per_epoch=args.synth_per_epoch,
-        synth_hard_p=args.synth_hard_p,
-        init_weights=args.init_weights,
-        bce_weight=args.bce_weight,
-    )
+    values = {}
+    for f in _option_fields():
+        value = getattr(args, _dest(f))
+        if f.metadata["cli"]["flag"] == "--quiet":
+            value = not value
+        elif _is_list(f):
+            value = list(value or [])
+        values[f.name] = value
+    return TrainConfig(**values)
+
+
+def _option_fields() -> list:
+    """The fields of TrainConfig that are ``sirst train`` options (declared with ``option``)."""
+    import dataclasses
+
+    from sirst.engine.config import TrainConfig
+
+    return [f for f in dataclasses.fields(TrainConfig) if "cli" in f.metadata]
+
+
+def _dest(f) -> str:
+    flag = f.metadata["cli"]["flag"]
+    return flag[2:].replace("-", "_") if flag else f.name
+
+
+def _is_list(f) -> bool:
+    return str(f.type).startswith("list")
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field declared with ``option``: its flag, help, type, metavar, choices
+    and default (a field without default, such as ``data``, defaults to None: ``run`` checks it)."""
+    import dataclasses
+
+    from sirst.cli import options
+
+    types = {"int": int, "float": float, "multiple_of_16": _multiple_of_16,
+             "fraction": options.float_range(0.0, 1.0, high_open=True)}
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in _option_fields():
+        cli = f.metadata["cli"]
+        target = p if cli["group"] is None else groups.setdefault(cli["group"], p.add_argument_group(cli["group"]))
+        flag = cli["flag"] or "--" + f.name.replace("_", "-")
+        kwargs = {k: cli[k] for k in ("help", "metavar", "choices") if cli[k] is not None}
+        if cli["required"]:
+            kwargs["required"] = True
+        if str(f.type) == "bool":
+            target.add_argument(flag, action="store_true", **kwargs)
+            continue
+        if _is_list(f):
+            kwargs["nargs"] = "+"
+        elif cli["type"]:
+            kwargs["type"] = types[cli["type"]] if cli["type"] in types else getattr(options, cli["type"])
+        elif str(f.type) in types:  # a plain int or float field
+            kwargs["type"] = types[str(f.type)]
+        if not cli["required"]:
+            kwargs["default"] = None if f.default is dataclasses.MISSING or _is_list(f) else f.default
+        target.add_argument(flag, **kwargs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,67 +187,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Run under `torchrun --nproc-per-node N -m sirst train ...` for DDP (--batch-size is per process)."
         ),
     )
-    p.add_argument("--data", default=None, metavar="ROOT", help="dataset root (with --resume: the saved one)")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (created)")
-    p.add_argument("--split", default="50_50", help="split folder under ROOT (default: 50_50)")
-    p.add_argument("--model", default="dnanet", help="registered model name (default: dnanet)")
-    p.add_argument("--backbone", default=None, help="model backbone, e.g. resnet10/resnet18/resnet34/vgg10 (model default)")
-    p.add_argument("--channel-size", default=None, help="DNANet widths: one/two/three/four (model default: three)")
-    p.add_argument("--in-channels", type=positive_int, default=3, help="input channels (gray copied; default 3 as the paper)")
-    p.add_argument("--epochs", type=positive_int, default=1500, help="epochs (default: 1500, the paper)")
-    p.add_argument("--max-minutes", type=positive_float, default=None, metavar="M",
-                   help="stop after the first epoch that ends M minutes after the start (evaluated and saved; "
-                        "--resume continues it)")
-    p.add_argument("--batch-size", type=positive_int, default=16, help="training batch per process (default: 16)")
-    p.add_argument("--eval-batch-size", type=positive_int, default=1, help="images per evaluation forward (default: 1)")
-    p.add_argument("--crop-size", type=_multiple_of_16, default=256, help="training crop size, multiple of 16 (default: 256)")
-    p.add_argument("--base-size", type=positive_int, default=256, help="base resize size of the augmentation (default: 256)")
-    p.add_argument("--lr", type=positive_float, default=0.05, help="learning rate (default: 0.05)")
-    p.add_argument("--min-lr", type=non_negative_float, default=1e-5, help="final learning rate of the cosine schedule")
-    p.add_argument("--weight-decay", type=non_negative_float, default=0.0)
-    p.add_argument("--optimizer", choices=("adagrad", "adam", "adamw", "sgd"), default="adagrad")
-    p.add_argument("--scheduler", choices=("constant", "cosine"), default="constant")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from RUN_DIR/last.pt with the saved config.yaml; options given override it "
-                        "(recorded in RUN_DIR/overrides.jsonl)")
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
-    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the model for training (compiles once, about a minute on a small CPU)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--eval-every", type=positive_int, default=1, metavar="K", help="evaluate every K epochs and at the end")
-    p.add_argument("--workers", type=non_negative_int, default=0, metavar="N", help="data loader worker processes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float_range(0.0, 1.0, high_open=True), default=0.0, metavar="F",
-                   help="carve this fraction of train as validation for checkpoint selection (default: use test)")
-    p.add_argument("--max-train-images", type=positive_int, default=None, metavar="N", help="use only the first N training images")
-    p.add_argument("--max-test-images", type=positive_int, default=None, metavar="N", help="evaluate on the first N images only")
-    p.add_argument("--protocol", choices=("exact", "reference"), default="exact", help="metrics protocol")
-    p.add_argument("--log-every", type=positive_int, default=10, metavar="N", help="progress bar update (host sync) every N steps")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    g = p.add_argument_group("more data: several datasets, hard negatives, synthesized samples")
-    g.add_argument("--extra-data", nargs="+", metavar="ROOT", default=None,
-                   help="more labelled datasets: their train splits join training (and their --val-fraction "
-                        "carves join validation)")
-    g.add_argument("--negatives", nargs="+", metavar="ROOT[:IDS]", default=None,
-                   help="folders of target-free frames (IDS: a file of frame ids, else ROOT/all.txt or all images)")
-    g.add_argument("--negatives-per-epoch", type=int, default=0, metavar="N",
-                   help="random crops of --negatives per epoch, at scales 0.5-2x native (default: 0)")
-    g.add_argument("--val-negatives", nargs="+", metavar="ROOT[:IDS]", default=None,
-                   help="target-free frames whose fixed crops join validation (false alarms there lower val IoU)")
-    g.add_argument("--val-negative-crops", type=int, default=0, metavar="N",
-                   help="native-scale crops of --val-negatives in validation (default: 0)")
-    g.add_argument("--synth-per-epoch", type=int, default=0, metavar="N",
-                   help="synthesized samples drawn fresh every epoch (default: 0)")
-    g.add_argument("--synth-hard-p", type=float, default=0.5, metavar="P",
-                   help="fraction of synthesized samples carrying hard-negative clutter (default: 0.5)")
-    g.add_argument("--init-weights", default=None, metavar="W",
-                   help="start from these weights (bundled name or checkpoint) instead of a random init")
-    g.add_argument("--negatives-hard-p", type=float, default=0.0, metavar="P",
-                   help="fraction of --negatives crops placed on bright small structures such as lamps and "
-                        "glints, which random crops of large frames rarely hold (default: 0)")
-    g.add_argument("--bce-weight", type=float, default=0.0, metavar="W",
-                   help="add W x pixel-mean cross-entropy to Soft-IoU; unlike Soft-IoU it still pushes down "
-                        "confident false alarms (default: 0, the paper's loss)")
+    _add_options(p)  # one per TrainConfig field, with the help written there
     _track_explicit(p)  # last: after every option is added
     p.set_defaults(func=run)

@@ -8,9 +8,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sirst.metrics.protocol import PROTOCOLS
+
 OPTIMIZERS: tuple[str, ...] = ("adagrad", "adam", "adamw", "sgd")
 SCHEDULERS: tuple[str, ...] = ("constant", "cosine")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
+#: Argparse group of the options beyond one labelled split.
+MORE_DATA = "more data: several datasets, hard negatives, synthesized samples"
+
+
+def option(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, help: str | None = None,
+           flag: str | None = None, type: str | None = None, metavar: str | None = None,
+           choices: tuple[str, ...] | None = None, group: str | None = None, required: bool = False) -> Any:
+    """A field that is also a ``sirst train`` option, described once here (``sirst.cli.train`` builds the
+    parser from these): ``help``; ``flag`` (default ``--field-name``; ``--quiet`` sets ``progress`` to False);
+    ``type``, the name of an argument parser in ``sirst.cli.options`` (``positive_int``...; default: the
+    annotation's int or float; booleans are switches, lists take one or more values); ``metavar``, ``choices``, the help ``group``; ``required``."""
+    cli = {"help": help, "flag": flag, "type": type, "metavar": metavar, "choices": choices, "group": group,
+           "required": required}
+    return field(default=default, default_factory=factory, metadata={"cli": cli})
+
+
+def more_data(**kwargs: Any) -> Any:
+    """An :func:`option` shown in the help group of the options beyond one labelled split."""
+    return option(group=MORE_DATA, **kwargs)
 
 
 @dataclass
@@ -23,55 +44,92 @@ class TrainConfig:
     ``N * batch_size``.
     """
 
-    data: str
-    out: str
-    split: str = "50_50"
-    model: str = "dnanet"
-    backbone: str | None = None  # None: the model's own default (resnet18 for DNANet)
-    channel_size: str | None = None  # None: the model's own default ("three" for DNANet)
-    in_channels: int = 3
+    data: str = option(metavar="ROOT", help="dataset root (with --resume: the saved one)")
+    out: str = option(metavar="RUN_DIR", required=True, help="run directory (created)")
+    split: str = option(default="50_50", help="split folder under ROOT (default: 50_50)")
+    model: str = option(default="dnanet", help="registered model name (default: dnanet)")
+    # None: the model's own default (resnet18 for DNANet)
+    backbone: str | None = option(default=None,
+        help="model backbone, e.g. resnet10/resnet18/resnet34/vgg10 (model default)")
+    # None: the model's own default ("three" for DNANet)
+    channel_size: str | None = option(default=None, help="DNANet widths: one/two/three/four (model default: three)")
+    in_channels: int = option(default=3, type="positive_int",
+        help="input channels (gray copied; default 3 as the paper)")
     deep_supervision: bool | None = None  # None: the model's own default (True for DNANet)
-    epochs: int = 1500
-    max_minutes: float | None = None  # stop cleanly after the first epoch that ends past this wall time
-    batch_size: int = 16
-    eval_batch_size: int = 1
-    crop_size: int = 256
-    base_size: int = 256
-    lr: float = 0.05
-    min_lr: float = 1e-5
-    weight_decay: float = 0.0
-    optimizer: str = "adagrad"
-    scheduler: str = "constant"
-    resume: bool = False
-    amp: bool = False
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the training forward/backward (one-off compile time)
-    device: str = "cpu"
-    eval_every: int = 1
-    workers: int = 0
-    seed: int = 0
-    val_fraction: float = 0.0
-    max_train_images: int | None = None
-    max_test_images: int | None = None
-    log_every: int = 10
-    protocol: str = "exact"
-    progress: bool = True
+    epochs: int = option(default=1500, type="positive_int", help="epochs (default: 1500, the paper)")
+    # stop cleanly after the first epoch that ends past this wall time
+    max_minutes: float | None = option(default=None, type="positive_float", metavar="M",
+        help="stop after the first epoch that ends M minutes after the start (evaluated and saved; --resume "
+             "continues it)")
+    batch_size: int = option(default=16, type="positive_int", help="training batch per process (default: 16)")
+    eval_batch_size: int = option(default=1, type="positive_int", help="images per evaluation forward (default: 1)")
+    crop_size: int = option(default=256, type="multiple_of_16",
+        help="training crop size, multiple of 16 (default: 256)")
+    base_size: int = option(default=256, type="positive_int",
+        help="base resize size of the augmentation (default: 256)")
+    lr: float = option(default=0.05, type="positive_float", help="learning rate (default: 0.05)")
+    min_lr: float = option(default=1e-5, type="non_negative_float", help="final learning rate of the cosine schedule")
+    weight_decay: float = option(default=0.0, type="non_negative_float")
+    optimizer: str = option(default="adagrad", choices=OPTIMIZERS)
+    scheduler: str = option(default="constant", choices=SCHEDULERS)
+    resume: bool = option(default=False,
+        help="continue from RUN_DIR/last.pt with the saved config.yaml; options given override it (recorded in"
+             " RUN_DIR/overrides.jsonl)")
+    amp: bool = option(default=False, help="bfloat16 autocast")
+    channels_last: bool = option(default=False, help="channels_last memory format")
+    # torch.compile the training forward/backward (one-off compile time)
+    compile: bool = option(default=False,
+        help="torch.compile the model for training (compiles once, about a minute on a small CPU)")
+    device: str = option(default="cpu", help="cpu or cuda (default: cpu)")
+    eval_every: int = option(default=1, type="positive_int", metavar="K", help="evaluate every K epochs and at the end")
+    workers: int = option(default=0, type="non_negative_int", metavar="N", help="data loader worker processes")
+    seed: int = option(default=0)
+    val_fraction: float = option(default=0.0, type="fraction", metavar="F",
+        help="carve this fraction of train as validation for checkpoint selection (default: use test)")
+    max_train_images: int | None = option(default=None, type="positive_int", metavar="N",
+        help="use only the first N training images")
+    max_test_images: int | None = option(default=None, type="positive_int", metavar="N",
+        help="evaluate on the first N images only")
+    log_every: int = option(default=10, type="positive_int", metavar="N",
+        help="progress bar update (host sync) every N steps")
+    protocol: str = option(default="exact", choices=PROTOCOLS, help="metrics protocol")
+    progress: bool = option(default=True, flag="--quiet", help="no progress bars or per-epoch lines")
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     # Beyond one labelled split (see sirst.data.mixture): more labelled datasets, whose train splits
     # (less their --val-fraction carve, which joins validation) join training; target-free frames as
     # hard negatives; synthesized samples (half with hard-negative clutter) drawn fresh every epoch.
-    extra_data: list[str] = field(default_factory=list)
-    negatives: list[str] = field(default_factory=list)  # "ROOT" or "ROOT:IDS_FILE" of target-free frames
-    negatives_per_epoch: int = 0  # random multi-scale crops of ``negatives`` per epoch
-    negatives_hard_p: float = 0.0  # fraction of those crops placed on bright small structures (lamps, glints)
-    val_negatives: list[str] = field(default_factory=list)  # target-free frames added to validation
-    val_negative_crops: int = 0  # fixed native-scale crops of ``val_negatives`` in validation
-    synth_per_epoch: int = 0
-    synth_hard_p: float = 0.5  # fraction of synthesized samples with hard-negative clutter
-    init_weights: str | None = None  # start from these weights (bundled name or checkpoint), not from scratch
+    extra_data: list[str] = more_data(factory=list, metavar="ROOT",
+        help="more labelled datasets: their train splits join training (and their --val-fraction carves join "
+             "validation)")
+    # "ROOT" or "ROOT:IDS_FILE" of target-free frames
+    negatives: list[str] = more_data(factory=list, metavar="ROOT[:IDS]",
+        help="folders of target-free frames (IDS: a file of frame ids, else ROOT/all.txt or all images)")
+    # random multi-scale crops of ``negatives`` per epoch
+    negatives_per_epoch: int = more_data(default=0, metavar="N",
+        help="random crops of --negatives per epoch, at scales 0.5-2x native (default: 0)")
+    # fraction of those crops placed on bright small structures (lamps, glints)
+    negatives_hard_p: float = more_data(default=0.0, metavar="P",
+        help="fraction of --negatives crops placed on bright small structures such as lamps and glints, which "
+             "random crops of large frames rarely hold (default: 0)")
+    # target-free frames added to validation
+    val_negatives: list[str] = more_data(factory=list, metavar="ROOT[:IDS]",
+        help="target-free frames whose fixed crops join validation (false alarms there lower val IoU)")
+    # fixed native-scale crops of ``val_negatives`` in validation
+    val_negative_crops: int = more_data(default=0, metavar="N",
+        help="native-scale crops of --val-negatives in validation (default: 0)")
+    synth_per_epoch: int = more_data(default=0, metavar="N",
+        help="synthesized samples drawn fresh every epoch (default: 0)")
+    # fraction of synthesized samples with hard-negative clutter
+    synth_hard_p: float = more_data(default=0.5, metavar="P",
+        help="fraction of synthesized samples carrying hard-negative clutter (default: 0.5)")
+    # start from these weights (bundled name or checkpoint), not from scratch
+    init_weights: str | None = more_data(default=None, metavar="W",
+        help="start from these weights (bundled name or checkpoint) instead of a random init")
     # 0: the paper's Soft-IoU alone. > 0 adds this weight times the pixel-mean cross-entropy, whose
     # gradient does not vanish on confident false alarms (see sirst.losses.SoftIoUBCELoss).
-    bce_weight: float = 0.0
+    bce_weight: float = more_data(default=0.0, metavar="W",
+        help="add W x pixel-mean cross-entropy to Soft-IoU; unlike Soft-IoU it still pushes down confident "
+             "false alarms (default: 0, the paper's loss)")
 
     def validate(self) -> None:
         """Raise ``ValueError``/``FileNotFoundError`` naming the bad value (paths first)."""
