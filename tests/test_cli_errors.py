@@ -563,7 +563,7 @@ def test_saved_scores_feed_eval_roc(fmt, files, tmp_path, capsys):
     rows = list(csv.DictReader(open(roc)))
     assert len(rows) == 21 and {"pd", "fa", "tpr", "fpr"} <= set(rows[0])
     # The saved map agrees with the mask that detect wrote at its threshold.
-    from sirst.cli.eval import read_map
+    from sirst.evaluation import read_map
 
     score = read_map(next((out / "scores").iterdir()))
     mask = np.asarray(Image.open(out / "masks" / "a.png")) > 0

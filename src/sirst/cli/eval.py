@@ -9,15 +9,6 @@ from pathlib import Path
 from sirst.cli.options import float_range, positive_int
 
 
-def __getattr__(name: str):
-    # Transitional: tests/test_cli_errors.py still imports read_map from here (its owner is editing that
-    # file); the reader lives in sirst.evaluation.saved. Remove once the test imports it from there.
-    if name == "read_map":
-        from sirst.evaluation.saved import read_map
-
-        return read_map
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
