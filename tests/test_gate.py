@@ -67,3 +67,24 @@ def test_bundled_gate_round_trips_through_the_checkpoint(tmp_path):
     del ckpt["min_peak_logit"]
     save_checkpoint(half_weights(ckpt), tmp_path / "v.pt")
     assert model_from_checkpoint(str(tmp_path / "v.pt")).min_peak_logit == 0.0  # older files: no gate
+
+
+def test_detect_cli_applies_and_records_the_weights_gate(tmp_path):
+    import json
+
+    from sirst.cli import main
+    from sirst.weights import default_weights_path
+
+    if not default_weights_path("general").is_file():
+        import pytest
+
+        pytest.skip("bundled weights not in this tree")
+    runs = {}
+    for label, extra in (("own", []), ("off", ["--min-peak", "0"])):
+        out = tmp_path / label
+        assert main(["detect", "--samples", "--out", str(out), "--quiet", "--backend", "torch", "--precision", "fp32",
+                     "--no-overlays", *extra]) == 0
+        runs[label] = json.loads((out / "summary.json").read_text())
+    assert runs["own"]["inference"]["min_peak_logit"] == 6.0  # general's bundled gate
+    assert runs["off"]["inference"]["min_peak_logit"] == 0.0
+    assert runs["off"]["targets"] >= runs["own"]["targets"]

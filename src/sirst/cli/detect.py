@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from sirst.cli.options import float_range, int_at_least, non_negative_int, positive_int, probability
+from sirst.cli.options import float_range, int_at_least, non_negative_float, non_negative_int, positive_int, probability
 
 
 def _tile(text: str) -> int | None:
@@ -49,7 +49,8 @@ def build_detector(args: argparse.Namespace):
     from sirst.weights import resolve_weights
 
     threads = args.threads or default_threads()
-    common = dict(threshold=args.threshold, tile=args.tile, overlap=args.overlap, max_pixels=args.max_pixels)
+    common = dict(threshold=args.threshold, tile=args.tile, overlap=args.overlap, max_pixels=args.max_pixels,
+                  min_peak=args.min_peak)
     is_onnx = bool(args.weights) and str(args.weights).lower().endswith(".onnx")
     if is_onnx:
         backend = args.backend if args.backend != "auto" else "onnxruntime"
@@ -80,6 +81,8 @@ def build_detector(args: argparse.Namespace):
     if args.backend not in ("auto", "torch") and args.device != "cpu":
         raise ValueError(f"--device {args.device}: the {args.backend} backend runs on the CPU; use --backend torch")
     model = model_from_checkpoint(resolve_weights(args.weights), "cpu" if args.device == "cpu" else args.device)
+    if common["min_peak"] is None:  # the weights' own gate, also for the exported runners that lack the attribute
+        common["min_peak"] = model.min_peak_logit
     torch.set_num_threads(threads)
     if args.device != "cpu" or args.compile or args.precision == "fp16":
         # GPUs and the compiled/fp16 paths run through torch as asked; nothing is measured for them.
@@ -155,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give images, folders or videos to detect on (or --samples for the bundled ones)")
     check_args(args)
     detector = build_detector(args)
-    info = getattr(detector, "description", {})
+    info = {**getattr(detector, "description", {}), "min_peak_logit": detector.min_peak}
     if not args.quiet and info:
         _note(f"inference: {info.get('path')}, batch {info.get('batch_size')}, {info.get('threads', '?')} thread(s) "
               f"({info.get('how', 'given')})")
@@ -199,6 +202,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                    "bundled DNANet: general (default: both datasets + hard negatives), nuaa, nudt")
     p.add_argument("--out", default="detections", help="output folder, new or existing (default: detections)")
     p.add_argument("--threshold", type=probability, default=0.5, help="probability threshold in (0, 1) (default 0.5)")
+    p.add_argument("--min-peak", type=non_negative_float, default=None, metavar="LOGIT",
+                   help="confidence gate: keep a target only when its peak logit exceeds LOGIT (default: the "
+                        "weights' own gate, 6 for general, none for nuaa/nudt; 0 keeps every target)")
     p.add_argument("--bit-depth", type=int_at_least(1, 16), default=None, metavar="N",
                    help="the data's bit depth, e.g. 12: values are divided by 2^N-1 (default: automatic)")
     p.add_argument("--input-range", type=float_range(), nargs=2, default=None, metavar=("MIN", "MAX"),
