@@ -101,28 +101,21 @@ class TrainConfig:
     extra_data: list[str] = more_data(factory=list, metavar="ROOT",
         help="more labelled datasets: their train splits join training (and their --val-fraction carves join "
              "validation)")
-    # "ROOT" or "ROOT:IDS_FILE" of target-free frames
     negatives: list[str] = more_data(factory=list, metavar="ROOT[:IDS]",
         help="folders of target-free frames (IDS: a file of frame ids, else ROOT/all.txt or all images)")
-    # random multi-scale crops of ``negatives`` per epoch
     negatives_per_epoch: int = more_data(default=0, metavar="N",
         help="random crops of --negatives per epoch, at scales 0.5-2x native (default: 0)")
-    # fraction of those crops placed on bright small structures (lamps, glints)
     negatives_hard_p: float = more_data(default=0.0, metavar="P",
         help="fraction of --negatives crops placed on bright small structures such as lamps and glints, which "
              "random crops of large frames rarely hold (default: 0)")
-    # target-free frames added to validation
     val_negatives: list[str] = more_data(factory=list, metavar="ROOT[:IDS]",
         help="target-free frames whose fixed crops join validation (false alarms there lower val IoU)")
-    # fixed native-scale crops of ``val_negatives`` in validation
     val_negative_crops: int = more_data(default=0, metavar="N",
         help="native-scale crops of --val-negatives in validation (default: 0)")
     synth_per_epoch: int = more_data(default=0, metavar="N",
         help="synthesized samples drawn fresh every epoch (default: 0)")
-    # fraction of synthesized samples with hard-negative clutter
     synth_hard_p: float = more_data(default=0.5, metavar="P",
         help="fraction of synthesized samples carrying hard-negative clutter (default: 0.5)")
-    # start from these weights (bundled name or checkpoint), not from scratch
     init_weights: str | None = more_data(default=None, metavar="W",
         help="start from these weights (bundled name or checkpoint) instead of a random init")
     # 0: the paper's Soft-IoU alone. > 0 adds this weight times the pixel-mean cross-entropy, whose
