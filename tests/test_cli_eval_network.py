@@ -7,11 +7,11 @@ from sirst.checkpoint import model_from_checkpoint, save_checkpoint
 from sirst.cli import main
 from sirst.data import SirstDataset
 from sirst.data.synth import synthesize
-from sirst.engine import evaluate
+from sirst.evaluation import evaluate_dataset
 from sirst.models import create_model
 
 
-def test_eval_network_matches_engine_evaluate(tmp_path, capsys):
+def test_eval_network_matches_the_validation_path(tmp_path, capsys):
     root = synthesize(tmp_path / "d", 4, seed=3, size=64, progress=False)
     model = create_model("dnanet", channel_size="one", backbone="resnet10")
     kwargs = {"channel_size": "one", "backbone": "resnet10"}
@@ -21,7 +21,7 @@ def test_eval_network_matches_engine_evaluate(tmp_path, capsys):
                  str(tmp_path / "r.json"), "--quiet"])
     assert code == 0
     doc = json.loads((tmp_path / "r.json").read_text())
-    expected = evaluate(model_from_checkpoint(tmp_path / "w.pt"), SirstDataset(root, subset="test", mode="eval"),
+    expected = evaluate_dataset(model_from_checkpoint(tmp_path / "w.pt"), SirstDataset(root, subset="test", mode="eval"),
                         progress=False)
     assert doc["num_images"] == 2
     for key in ("iou", "pd", "fa", "num_targets"):

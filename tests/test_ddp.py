@@ -38,7 +38,7 @@ class _BrightPixels(nn.Module):
 
 
 def test_sharded_states_merge_to_full_evaluation(tmp_path):
-    from sirst.engine.evaluate import evaluate, evaluate_state, merge_metric_states
+    from sirst.evaluation.dataset import evaluate_dataset as evaluate, evaluate_state, merge_metric_states
     from sirst.engine.train import build_datasets
 
     data = make_tiny_dataset(tmp_path / "data", num=13, num_test=5)
@@ -57,7 +57,7 @@ def test_sharded_states_merge_to_full_evaluation(tmp_path):
 
 def test_torchrun_two_processes_match_single_process_eval(tmp_path):
     from sirst.checkpoint import model_from_checkpoint, read_checkpoint
-    from sirst.engine.evaluate import evaluate
+    from sirst.evaluation import evaluate_dataset as evaluate
     from sirst.engine.train import build_datasets
 
     data = make_tiny_dataset(tmp_path / "data", num=13, num_test=5)

@@ -41,7 +41,7 @@ def test_detector_drops_targets_under_the_models_gate():
 
 
 def test_evaluation_applies_the_same_gate():
-    from sirst.engine.evaluate import evaluate
+    from sirst.evaluation import evaluate_dataset as evaluate
 
     mask = torch.zeros(1, 32, 32)
     mask[0, 4:7, 4:7] = 1

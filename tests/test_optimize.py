@@ -159,7 +159,7 @@ def test_detector_optimises_modules_by_default_and_agrees_with_the_plain_model()
 
 def test_evaluate_optimised_equals_plain(tmp_path):
     from sirst.data import SirstDataset
-    from sirst.engine.evaluate import evaluate
+    from sirst.evaluation import evaluate_dataset as evaluate
     from tests.test_engine import make_tiny_dataset
 
     root = make_tiny_dataset(tmp_path / "d", num=6, num_test=3, size=32)

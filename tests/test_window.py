@@ -260,9 +260,9 @@ def test_a_failed_evaluation_is_logged_and_training_goes_on(tiny_pack, tmp_path,
 
     from sirst.engine.window import train_window
 
-    evaluation = importlib.import_module("sirst.engine.evaluate")  # the module (sirst.engine re-exports the function)
+    evaluation = importlib.import_module("sirst.evaluation.dataset")  # the module (sirst.evaluation re-exports the function)
 
-    real, calls = evaluation.evaluate, []
+    real, calls = evaluation.evaluate_dataset, []
 
     def flaky(*args, **kwargs):
         calls.append(1)
@@ -270,7 +270,7 @@ def test_a_failed_evaluation_is_logged_and_training_goes_on(tiny_pack, tmp_path,
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "evaluate", flaky)
+    monkeypatch.setattr(evaluation, "evaluate_dataset", flaky)
     plan = plan_from_dict({"defaults": {**TINY_DEFAULTS, "epochs": 3}, "runs": [{"name": "a", "train": ["tiny"]}],
                            "reserve_s": 0.0})
     lines: list[str] = []

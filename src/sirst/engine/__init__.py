@@ -1,10 +1,10 @@
-"""Training and evaluation: ``TrainConfig``, ``train``, ``evaluate``, DDP helpers and train steps.
+"""Training: ``TrainConfig``, ``train``, DDP helpers and train steps (validation goes through
+:func:`sirst.evaluation.evaluate_dataset`).
 
 Import the submodules (``sirst.engine.train`` etc.) for the rest; this package imports torch.
 """
 
 from sirst.engine.config import TrainConfig
-from sirst.engine.evaluate import evaluate
 from sirst.engine.steps import SegmentationStep, TrainStep, get_train_step
 from sirst.engine.train import NonFiniteLossError, TrainResult, train
 
@@ -14,7 +14,6 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainStep",
-    "evaluate",
     "get_train_step",
     "train",
 ]

@@ -36,21 +36,23 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSamp
 from sirst.engine.config import TrainConfig
 from sirst.engine.distributed import (
     DistInfo,
+    all_gather_objects,
     all_reduce_,
     barrier,
     cleanup_distributed,
     init_distributed,
     sync_buffers_,
 )
-from sirst.engine.evaluate import evaluate
 from sirst.engine.steps import TrainStep, get_train_step
+from sirst.evaluation.dataset import evaluate_dataset
 from sirst.models.base import unwrap
 
 # Options that decide the data order, augmentation and model: a resume must not change them.
 _RESUME_MUST_MATCH: tuple[str, ...] = ("data", "split", "seed", "batch_size", "crop_size", "base_size", "val_fraction",
                                        "max_train_images", "in_channels", "extra_data", "negatives",
                                        "negatives_per_epoch", "val_negatives", "val_negative_crops", "synth_per_epoch",
-                                       "synth_hard_p", "init_weights", "negatives_hard_p", "bce_weight")
+                                       "synth_hard_p", "init_weights", "negatives_hard_p", "bce_weight",
+                                       "negatives_mined")
 # (A key that a saved run's config predates passes the check once: it takes the new value, and
 # continue_run.py logs the change in the run's overrides.jsonl.)
 # The optimizer and scheduler states in last.pt belong to these: changing them on --resume would be
@@ -172,7 +174,7 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, str]:
     training set (:mod:`sirst.data.mixture`). ``max_train_images`` / ``max_test_images`` keep the
     first N (per labelled dataset / of the evaluation set).
     """
-    from sirst.data.mixture import NegativeFrames, SynthStream
+    from sirst.data.mixture import NegativeFrames, SynthStream, read_mined_spots
 
     train_parts: list[Dataset] = []
     val_parts: list[Dataset] = []
@@ -183,9 +185,10 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, str]:
             val_parts.append(val)
     if cfg.negatives_per_epoch:
         per_source = -(-cfg.negatives_per_epoch // len(cfg.negatives))
+        mined = read_mined_spots(cfg.negatives_mined)
         for spec in cfg.negatives:
             train_parts.append(NegativeFrames(spec, per_source, crop_size=cfg.crop_size, in_channels=cfg.in_channels,
-                                              seed=cfg.seed, hard_p=cfg.negatives_hard_p))
+                                              seed=cfg.seed, hard_p=cfg.negatives_hard_p, mined=mined))
     if cfg.synth_per_epoch:
         train_parts.append(SynthStream(cfg.synth_per_epoch, crop_size=cfg.crop_size, hard_p=cfg.synth_hard_p,
                                        backgrounds=cfg.negatives[0] if cfg.negatives else None,
@@ -538,10 +541,13 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device, overrides: di
         evaluate_now = record_this_epoch(done, cfg) or out_of_time
         is_best = False
         if evaluate_now:
-            m = evaluate(
+            # The evaluation harness's batched network path (sirst.evaluation.dataset), sharded over
+            # the ranks; every rank gets the merged counts of all of them.
+            m = evaluate_dataset(
                 model, eval_set, device=device, batch_size=cfg.eval_batch_size, workers=cfg.workers, amp=cfg.amp,
-                channels_last=cfg.channels_last, protocol=cfg.protocol, dist_info=info, progress=cfg.progress,
-                desc=f"eval {eval_split} {done}",
+                channels_last=cfg.channels_last, protocol=cfg.protocol, progress=cfg.progress and info.is_main,
+                desc=f"eval {eval_split} {done}", shard=(info.rank, info.world_size),
+                gather=lambda state: all_gather_objects(state, info),
             )
             record = {
                 "epoch": done,

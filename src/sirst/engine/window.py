@@ -6,7 +6,7 @@ options. :func:`train_window` trains them all in one process with the fast path 
 :mod:`sirst.engine.fast` (each run's step one CUDA graph, replayed on the run's own CUDA stream,
 round robin), evaluates each on a validation split carved from its training data (the permutation
 of :func:`sirst.engine.train.build_datasets`, never the test split) every ``eval_every`` epochs with
-:func:`sirst.engine.evaluate.evaluate`, checkpoints often, and stops every run at an epoch boundary
+:func:`sirst.evaluation.evaluate_dataset`, checkpoints often, and stops every run at an epoch boundary
 early enough to save everything before the deadline.
 
 Files in ``OUT`` (the window's folder)::
@@ -720,7 +720,7 @@ class _Evaluator:
         self.jobs.put((run, epoch, ready))
 
     def _work(self) -> None:
-        from sirst.engine.evaluate import evaluate
+        from sirst.evaluation.dataset import evaluate_dataset
 
         while True:
             job = self.jobs.get()
@@ -731,9 +731,10 @@ class _Evaluator:
                 ready.synchronize()
                 ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
                 with ctx:
-                    m = evaluate(run.eval_model, run.eval_set, device=self.device, batch_size=run.plan.eval_batch_size,
-                                 amp=False, channels_last=run.plan.channels_last, protocol=run.plan.protocol,
-                                 progress=False)
+                    m = evaluate_dataset(run.eval_model, run.eval_set, device=self.device,
+                                         batch_size=run.plan.eval_batch_size, amp=False,
+                                         channels_last=run.plan.channels_last, protocol=run.plan.protocol,
+                                         progress=False)
                 self.results.put((run, epoch, m, None))
             except BaseException as exc:  # reported by the main thread, which trains on
                 self.results.put((run, epoch, None, exc))

@@ -4,9 +4,10 @@ Every method goes the same way: ``respond`` (timed) on each image, ``output`` to
 binary prediction, and one :class:`Scorer` that scores the prediction with the exact and the
 reference protocol (:mod:`sirst.metrics`) and sweeps the Pd-Fa curve on the score. Classical
 methods can spread the images over processes (``jobs``) and keep a per-method cache that a later
-run continues (:func:`evaluate_classical_cached`). Saved predictions are scored by
-:func:`sirst.evaluation.saved.evaluate_dirs`, networks over a whole dataset split (batched,
-sharded under DDP) by :func:`sirst.engine.evaluate`; both with the same metric objects.
+run continues (:func:`evaluate_classical_cached`). Folders of score maps against folders of masks
+are scored by :func:`sirst.evaluation.saved.evaluate_dirs`, networks over a whole dataset split
+(batched, shardable: training's validation) by :func:`sirst.evaluation.dataset.evaluate_dataset`;
+all with the same metric objects.
 """
 
 from __future__ import annotations
