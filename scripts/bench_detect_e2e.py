@@ -81,6 +81,9 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--video-size", default="640x512", help="WxH of the 240-frame video (default %(default)s)")
     p.add_argument("--extra", default="", help="extra sirst detect options, e.g. '--precision fp32'")
+    p.add_argument("--folder-only", action="store_true",
+                   help="only the reference and the 64-frame folder (first and second run), not the large frames "
+                        "and the video")
     args = p.parse_args()
     from PIL import Image
 
@@ -103,6 +106,8 @@ def main() -> int:
                                      "ratio_vs_64_reference_forwards": 64 * ref["best_s"] / wall}
         print(f"64 frames, {tag}: {wall:.2f} s, {64 * ref['best_s'] / wall:.2f}x 64 reference forwards "
               f"({summary['inference']['path']}, batch {summary['inference']['batch_size']})", flush=True)
+    if args.folder_only:
+        return write_report(report, args.json)
     large = {"1080p": (1080, 1920), "4k": (2160, 3840)}
     for name, (h, w) in large.items():
         folder = work / f"in_{name}"
@@ -134,9 +139,13 @@ def main() -> int:
                           "reference_forward_equivalent_s": equiv, "fps": 240 / wall}
     print(f"240-frame {args.video_size} video: {wall:.1f} s end to end, {240 / wall:.1f} frames/s "
           f"(reference forwards alone: {equiv:.1f} s)", flush=True)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    return write_report(report, args.json)
+
+
+def write_report(report: dict, path: str | None) -> int:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
 

@@ -10,12 +10,19 @@ from PIL import Image
 
 from sirst.bench.gate import GateLimits, gate_split, passes
 from sirst.deploy import (
+    EXPORT_MIN_WORK,
+    RULE_BATCH,
+    VERIFY_MIN_WORK,
     PathSpec,
+    auto_candidates,
     build_runner,
     candidate_paths,
     choose_path,
     fp32_onnx,
     int8_onnx,
+    plan_path,
+    ranked_paths,
+    rule_path,
     weights_digest,
 )
 from sirst.inference import Detector, run_detection
@@ -81,6 +88,95 @@ def test_a_path_whose_targets_differ_from_fp32_is_not_chosen(tiny, cache, monkey
     choice = choose_path(tiny, [PathSpec("torch", "fp32"), PathSpec("torch", "bf16")], 1, (1,), cache=cache)
     assert choice.spec == PathSpec("torch", "fp32")
     assert choice.verified["torch-bf16"] != "ok" and "torch-bf16" not in choice.measured
+
+
+OV, TB, TF, ORT = (PathSpec.parse(n) for n in ("openvino-bf16", "torch-bf16", "torch-fp32", "onnxruntime-fp32"))
+
+
+def test_rule_pays_one_off_costs_only_for_jobs_large_enough():
+    ranked = [OV, TB, TF]
+    assert rule_path(ranked, 4)[0] == TF  # the demo's 4 frames: the reference, nothing to export or check
+    assert rule_path(ranked, VERIFY_MIN_WORK)[0] == TB  # pays the check of torch bf16, not an export
+    assert rule_path(ranked, EXPORT_MIN_WORK - 1)[0] == TB
+    assert rule_path(ranked, EXPORT_MIN_WORK)[0] == OV  # pays the export too
+    assert rule_path(ranked, None)[0] == OV  # unknown size: taken as large
+    # Paid before on this machine: taken for any job.
+    assert rule_path(ranked, 1, ready=["openvino-bf16"]) == (OV, "checked on this machine before")
+    assert rule_path(ranked, 1, ready=["torch-bf16"])[0] == TB
+    # Only exported paths asked for: the fastest of them, whatever the size.
+    assert rule_path([OV, PathSpec("openvino", "fp32")], 1)[0] == OV
+
+
+def test_paths_are_ranked_for_the_cpu_class_and_auto_works_without_openvino(monkeypatch):
+    import sirst.deploy as deploy
+
+    assert ranked_paths([TF, TB, ORT, OV], bf16_units=True) == [OV, TB, ORT, TF]
+    assert ranked_paths([TF, TB, ORT, OV], bf16_units=False) == [ORT, TF]  # no emulated bf16
+    monkeypatch.setattr(deploy, "backend_available", lambda b: b == "torch")  # plain `pip install sirst`
+    assert auto_candidates(bf16_units=True) == [TB, TF]
+    assert auto_candidates(bf16_units=False) == [TF]
+    monkeypatch.setattr(deploy, "backend_available", lambda b: True)
+    assert auto_candidates(bf16_units=True) == [OV, TB, TF]
+    assert auto_candidates(bf16_units=False) == [PathSpec("openvino", "fp32"), TF]
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    import sirst.deploy as deploy
+
+    monkeypatch.setattr(deploy, "has_bf16_units", lambda flags=None: True)
+
+
+def test_a_small_job_runs_fp32_with_nothing_measured_or_checked(tiny, cache, bf16_cpu):
+    choice = plan_path(tiny, [TF, TB], threads=1, work=2, cache=cache)
+    assert (choice.spec, choice.batch_size, choice.verified) == (TF, RULE_BATCH, {})
+    assert choice.source.startswith("rule:") and not (cache / "choices").exists() and not (cache / "verified").exists()
+
+
+def test_the_rule_pick_is_checked_once_then_trusted_for_any_job(tiny, cache, bf16_cpu):
+    choice = plan_path(tiny, [TF, TB], threads=1, work=VERIFY_MIN_WORK, cache=cache)
+    assert choice.spec == TB and choice.verified == {"torch-bf16": "ok"} and choice.runner is not None
+    assert len(list((cache / "verified").glob("*.json"))) == 1 and not (cache / "choices").exists()
+    again = plan_path(tiny, [TF, TB], threads=1, work=1, cache=cache)
+    assert again.spec == TB and again.runner is None and "before" in again.source
+    assert plan_path(tiny, [TF, TB], threads=1, work=1, cache=cache, batch_size=3).batch_size == 3
+
+
+def test_a_rule_pick_that_fails_the_check_is_dropped_for_good(tiny, cache, bf16_cpu, monkeypatch):
+    import sirst.deploy as deploy
+
+    real = deploy.build_runner
+
+    def flipped(model, spec, *args, **kwargs):
+        run = real(model, spec, *args, **kwargs)
+        return (lambda x: -run(x)) if spec.precision == "bf16" else run
+
+    monkeypatch.setattr(deploy, "build_runner", flipped)
+    choice = plan_path(tiny, [TF, TB], threads=1, work=100, cache=cache)
+    assert choice.spec == TF and choice.verified["torch-bf16"] != "ok"
+    monkeypatch.setattr(deploy, "build_runner", real)
+    assert plan_path(tiny, [TF, TB], threads=1, work=100, cache=cache).spec == TF  # not checked again
+
+
+def test_a_large_job_measures_and_every_later_job_uses_the_measurement(tiny, cache, bf16_cpu, monkeypatch):
+    import sirst.deploy as deploy
+
+    monkeypatch.setattr(deploy, "MEASURE_MIN_WORK", 50)
+    measured = plan_path(tiny, [TF, TB], threads=1, work=50, batch_size=1, cache=cache)
+    assert measured.source == "measured" and set(measured.measured) == {"torch-fp32", "torch-bf16"}
+    later = plan_path(tiny, [TF, TB], threads=1, work=1, batch_size=1, cache=cache)
+    assert later.cached and later.spec == measured.spec
+    assert plan_path(tiny, [TF], threads=1, work=10_000, cache=cache).source == "only option"
+
+
+def test_job_work_counts_256px_frames_from_headers(tmp_path):
+    from sirst.inference import InputFile, job_work
+
+    Image.fromarray(np.zeros((256, 256), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((200, 300), np.uint8)).save(tmp_path / "b.png")  # padded to 208 x 304
+    (tmp_path / "c.png").write_bytes(b"junk")
+    files = [InputFile(tmp_path / n, "image") for n in ("a.png", "b.png", "c.png")]
+    assert job_work(files) == pytest.approx(1 + 208 * 304 / 65536 + 1)
 
 
 onnx_only = pytest.mark.skipif(not candidate_paths("int8", "onnxruntime"), reason="onnxruntime not installed")

@@ -294,6 +294,35 @@ def count_frames(files: Iterable[InputFile]) -> int | None:
     return total
 
 
+def job_work(files: Iterable[InputFile], divisor: int = 16) -> float:
+    """The size of a job in 256x256-frame equivalents: padded pixels of every image and video frame
+    over 65,536, from file headers (nothing is decoded); a file whose size cannot be read counts as
+    one 256x256 frame. What ``sirst detect --precision auto`` weighs one-off costs against."""
+    from PIL import Image
+
+    def padded(h: int, w: int) -> int:
+        return (h + (-h) % divisor) * (w + (-w) % divisor)
+
+    pixels = 0.0
+    for f in files:
+        try:
+            if f.kind == "video":
+                import cv2
+
+                cap = cv2.VideoCapture(str(f.path))
+                n, w, h = (int(cap.get(p)) for p in (cv2.CAP_PROP_FRAME_COUNT, cv2.CAP_PROP_FRAME_WIDTH,
+                                                      cv2.CAP_PROP_FRAME_HEIGHT))
+                cap.release()
+                pixels += max(n, 1) * padded(h, w) if h > 0 and w > 0 else 65536
+            else:
+                with Image.open(f.path) as im:
+                    w, h = im.size
+                pixels += padded(h, w)
+        except Exception:  # unreadable here: run_detection reports it; count it as one small frame
+            pixels += 65536
+    return pixels / 65536
+
+
 def _video_frames(path: Path, normalize: Callable[[np.ndarray, str], np.ndarray]) -> Iterator[InputItem]:
     import cv2
 

@@ -29,9 +29,10 @@ def _note(message: str) -> None:
 def build_detector(args: argparse.Namespace):
     """The Detector for the CLI options (bundled weights, a checkpoint, or an ONNX file).
 
-    On the CPU, ``--precision auto`` / ``--backend auto`` take the fastest inference path that is
-    installed, passed the accuracy gate (docs/performance.md) and gives the same targets as fp32 on
-    this machine's check images; the measurement is cached (:func:`sirst.deploy.choose_path`).
+    On the CPU, ``--precision auto`` / ``--backend auto`` take an installed inference path that passed
+    the accuracy gate (docs/performance.md) and gives the same targets as fp32 on this machine's check
+    images: the fastest measured here, or for a job too small to pay for measuring, the rule for this
+    CPU class weighed against the job's size (:func:`sirst.deploy.plan_path`).
     ``detector.description`` says what was chosen, for the outputs.
     """
     import torch
@@ -41,11 +42,11 @@ def build_detector(args: argparse.Namespace):
         auto_candidates,
         build_runner,
         candidate_paths,
-        choose_path,
         default_threads,
+        plan_path,
         require_backend,
     )
-    from sirst.inference import Detector
+    from sirst.inference import Detector, job_work, list_inputs
     from sirst.weights import resolve_weights
 
     threads = args.threads or default_threads()
@@ -103,22 +104,29 @@ def build_detector(args: argparse.Namespace):
         candidates = candidate_paths(args.precision, args.backend)
         if not candidates:
             require_backend("onnxruntime")  # the int8 paths need it: say how to install
-    batches = (args.batch_size,) if args.batch_size else (1, 4)
-    choice = choose_path(model, candidates, threads, batches, use_cache=not args.remeasure,
-                         progress=None if args.quiet else _note)
+    # The job's size decides whether measuring the paths, or exporting one, pays off (sirst.deploy.plan_path).
+    work = job_work(list_inputs(_inputs(args), on_error=lambda message: None))
+    choice = plan_path(model, candidates, threads, work, args.batch_size, remeasure=args.remeasure,
+                       progress=None if args.quiet else _note)
     calibration = None
     if args.calibration and choice.spec.precision == "int8":
         from sirst.deploy import QuantConfig, dataset_calibration_images
 
         calibration = dataset_calibration_images(args.calibration, QuantConfig().calibration_images)
-    runner = build_runner(model, choice.spec, threads, progress=None if args.quiet else _note, calibration=calibration)
+    runner = choice.runner or build_runner(model, choice.spec, threads, progress=None if args.quiet else _note,
+                                           calibration=calibration)
     det = Detector(runner, device="cpu", batch_size=choice.batch_size, **common)
     det.description = {"path": str(choice.spec), "batch_size": choice.batch_size, "threads": threads,
                        "how": ("cached measurement" if choice.cached else choice.source)
                        if args.precision == "auto" or args.backend == "auto" else "given",
-                       "ms_per_256px_image": choice.ms_per_img, "measured": choice.measured,
-                       "verified": choice.verified}
+                       "job_256px_frames": round(work, 1), "ms_per_256px_image": choice.ms_per_img,
+                       "measured": choice.measured, "verified": choice.verified}
     return det
+
+
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """The inputs to detect on: the paths given, and the bundled samples with ``--samples``."""
+    return list(args.inputs) + ([str(Path(__file__).resolve().parents[1] / "samples")] if args.samples else [])
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -151,9 +159,7 @@ def check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from sirst.inference import run_detection
 
-    inputs = list(args.inputs)
-    if args.samples:
-        inputs.append(str(Path(__file__).resolve().parents[1] / "samples"))
+    inputs = _inputs(args)
     if not inputs:
         raise ValueError("give images, folders or videos to detect on (or --samples for the bundled ones)")
     check_args(args)
@@ -214,7 +220,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "N: tile frames with a side over N pixels; 0: never tile")
     p.add_argument("--overlap", type=non_negative_int, default=64, help="tile overlap in pixels (default 64)")
     p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="most images per forward pass (default: the fastest measured on this machine; 8 on a GPU)")
+                   help="most images per forward pass (default: the fastest measured on this machine, else 1; "
+                        "8 on a GPU)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for inference (default: every core this process may use)")
     p.add_argument("--max-pixels", type=int_at_least(16 * 16), default=2**18, metavar="P",
@@ -227,8 +234,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="auto (default): the fastest installed one on this machine; onnxruntime and openvino "
                         "need pip install 'sirst[export]' / 'sirst[openvino]'")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8", "fp16"), default="auto",
-                   help="auto (default): the fastest path that passed the accuracy gate and gives fp32's targets "
-                        "on this machine's check images, measured once and cached (see docs/performance.md); "
+                   help="auto (default): a path that passed the accuracy gate and gives fp32's targets on this "
+                        "machine's check images: the fastest measured here (measured once and cached, for jobs of "
+                        "3,000+ 256x256 frames or with --remeasure), else by a rule for this CPU class that pays an "
+                        "export only for jobs of 32+ frames (see docs/performance.md); "
                         "fp32; bf16 (AMX/AVX512-BF16 CPUs, GPUs); int8 (CPU, ONNX Runtime QDQ; quantized once per "
                         "weights and cached); fp16 (GPU)")
     p.add_argument("--calibration", nargs="+", default=None, metavar="DATASET",
