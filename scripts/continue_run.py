@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "src" / "sirst" / "recipes"
 # Fields that name places, not the run's semantics: the current session's paths replace the saved ones.
-PATH_FIELDS = ("data", "extra_data", "negatives", "val_negatives", "out")
+PATH_FIELDS = ("data", "extra_data", "negatives", "negatives_mined", "val_negatives", "out")
 
 
 def recipe_config(name: str, data: Path, out: Path, minutes: float | None):

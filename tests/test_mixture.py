@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from sirst.data.io import write_png
-from sirst.data.mixture import NegativeFrames, SynthStream, _scaled_crop, bright_spots, frame_paths, parse_source
+from sirst.data.mixture import (
+    NegativeFrames,
+    SynthStream,
+    _scaled_crop,
+    bright_spots,
+    frame_paths,
+    parse_source,
+    read_mined_spots,
+)
 from sirst.data.synth import CLUTTER_KINDS, SynthConfig, add_clutter, make_background, make_hard_sample
 
 
@@ -119,6 +127,42 @@ def test_hard_negative_crops_hold_a_bright_spot(tmp_path):
         NegativeFrames(str(root), length=2, hard_p=1.5)
 
 
+def test_mined_false_alarms_are_read_from_detections_csv(tmp_path):
+    csv = tmp_path / "detections.csv"
+    csv.write_text("image,target,x,y,area,peak_score\nframe-a,0,10.4,20.6,3,0.9\nframe-a,1,5,7,1,0.8\n"
+                   "quiet,,,,,\ndir/frame-b.png,0,1.0,2.0,1,0.7\n")
+    spots = read_mined_spots([csv])
+    assert sorted(spots) == ["frame-a", "frame-b"]  # a frame without detections has no row of places
+    assert spots["frame-a"].tolist() == [[21, 10], [7, 5]]  # (row, col) = (y, x) rounded
+    (tmp_path / "bad.csv").write_text("image,col,row\na,1,2\n")
+    with pytest.raises(ValueError, match=r"bad.csv: no column\(s\) x, y"):
+        read_mined_spots([tmp_path / "bad.csv"])
+    (tmp_path / "nan.csv").write_text("image,x,y\na,one,2\n")
+    with pytest.raises(ValueError, match="nan.csv: line 2: x/y are not numbers"):
+        read_mined_spots([tmp_path / "nan.csv"])
+    with pytest.raises(FileNotFoundError, match="missing.csv: file of mined false alarms not found"):
+        read_mined_spots([tmp_path / "missing.csv"])
+
+
+def test_hard_negative_crops_sit_on_mined_false_alarms_where_a_frame_has_some(tmp_path):
+    root = tmp_path / "neg"
+    (root / "images").mkdir(parents=True)
+    frame = np.full((400, 400), 30, np.uint8)
+    frame[300, 50] = 255  # the bright spot
+    frame[80, 350] = 0  # where a detector fired: dark, so no bright-spot crop would hold it
+    write_png(root / "images" / "a.png", frame)
+    ds = NegativeFrames(str(root), length=40, crop_size=64, scale=(1.0, 1.0), in_channels=1, hard_p=1.0,
+                        mined={"a": np.array([[80, 350]]), "other": np.array([[1, 1]])})
+    images = [ds[i]["image"] for i in range(40)]
+    background = [float(im.median()) for im in images]  # the flat 30 after the network's normalisation
+    on_mined = sum(int(im.min() < b - 1e-3 and im.max() < b + 1e-3) for im, b in zip(images, background))
+    on_spot = sum(int(im.max() > b + 1e-3 and im.min() > b - 1e-3) for im, b in zip(images, background))
+    assert on_mined == 40 and on_spot == 0  # mined places replace the bright spots of their frame
+    plain = NegativeFrames(str(root), length=40, crop_size=64, scale=(1.0, 1.0), in_channels=1, hard_p=1.0,
+                           mined={"other": np.array([[1, 1]])})
+    assert all(float(plain[i]["image"].max()) > float(plain[i]["image"].median()) + 1e-3 for i in range(40))
+
+
 def test_synth_stream_is_reproducible_and_mixes_negatives(tmp_path):
     root = _negatives(tmp_path / "neg", h=64, w=64)
     ds = SynthStream(12, crop_size=64, hard_p=1.0, backgrounds=str(root), in_channels=1, seed=3)
@@ -176,6 +220,11 @@ def test_config_rejects_negative_crops_without_frames(tmp_path):
         TrainConfig(data=str(tmp_path), out=str(tmp_path / "r"), negatives_per_epoch=4).validate()
     with pytest.raises(FileNotFoundError, match="target-free frames does not exist"):
         TrainConfig(data=str(tmp_path), out=str(tmp_path / "r"), negatives=[str(tmp_path / "nope")]).validate()
+    with pytest.raises(FileNotFoundError, match="nope.csv: file of mined false alarms does not exist"):
+        TrainConfig(data=str(tmp_path), out=str(tmp_path / "r"), negatives_mined=[str(tmp_path / "nope.csv")]).validate()
+    (tmp_path / "m.csv").write_text("image,x,y\n")
+    with pytest.raises(ValueError, match="--negatives-mined needs --negatives and --negatives-per-epoch"):
+        TrainConfig(data=str(tmp_path), out=str(tmp_path / "r"), negatives_mined=[str(tmp_path / "m.csv")]).validate()
 
 
 def test_compact_state_round_trip_resumes_training(tmp_path):

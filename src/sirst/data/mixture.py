@@ -127,6 +127,37 @@ def bright_spots(frame: np.ndarray, count: int = 32, size: int = 9, spacing: int
     return np.floor(centroids[1:][order][:, ::-1] + 0.5).astype(np.int64)
 
 
+def read_mined_spots(paths: list[str] | list[Path]) -> dict[str, np.ndarray]:
+    """Places where a detector fired on target-free frames, keyed by frame id: ``(K, 2)`` int rows/cols.
+
+    Each file is a CSV with at least the columns ``image``, ``x`` (column) and ``y`` (row), such as
+    the ``detections.csv`` that ``sirst detect FRAMES --min-peak 0`` writes: every detection on a
+    target-free frame is a false alarm worth training against (hard-negative mining). Rows without
+    a target (a frame with no detection) are skipped.
+    """
+    import csv
+
+    found: dict[str, list[tuple[int, int]]] = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: file of mined false alarms not found")
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"image", "x", "y"} - set(reader.fieldnames or ())
+            if missing:
+                raise ValueError(f"{path}: no column(s) {', '.join(sorted(missing))} (need image, x, y)")
+            for line, row in enumerate(reader, start=2):
+                if not row["x"]:
+                    continue
+                try:
+                    x, y = float(row["x"]), float(row["y"])
+                except ValueError:
+                    raise ValueError(f"{path}: line {line}: x/y are not numbers") from None
+                found.setdefault(Path(row["image"]).stem, []).append((int(round(y)), int(round(x))))
+    return {k: np.asarray(v, np.int64).reshape(-1, 2) for k, v in found.items()}
+
+
 def _flip_blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The paper's photometric part: horizontal flip p=0.5, Gaussian blur sigma U[0,1) with p=0.5."""
     if rng.random() < 0.5:
@@ -177,6 +208,9 @@ class NegativeFrames(Dataset):
         hard_p: in train mode, the fraction of crops placed on one of the frame's
             :func:`bright_spots` rather than anywhere: random crops of a large frame rarely hold
             the few lamps and glints a detector fires on.
+        mined: places a detector fired on, by frame id (:func:`read_mined_spots`): the hard crops of
+            a frame that has some sit on them instead of on its bright spots (a detector's false
+            alarms on real clutter are mostly not the strongest bright spots).
     """
 
     def __init__(
@@ -189,6 +223,7 @@ class NegativeFrames(Dataset):
         in_channels: int = 3,
         seed: int = 0,
         hard_p: float = 0.0,
+        mined: dict[str, np.ndarray] | None = None,
     ) -> None:
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
@@ -199,6 +234,8 @@ class NegativeFrames(Dataset):
         self.frames = _FrameCache(frame_paths(source))
         self.length, self.crop_size, self.scale, self.mode = int(length), int(crop_size), scale, mode
         self.in_channels, self.seed, self.epoch, self.hard_p = in_channels, seed, 0, float(hard_p)
+        mined = mined or {}
+        self.mined = [mined.get(p.stem, np.zeros((0, 2), np.int64)) for p in self.frames.paths]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -213,7 +250,8 @@ class NegativeFrames(Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, index, _NEGATIVE_STREAM])
             around = None
             if self.hard_p > 0 and rng.random() < self.hard_p:  # no extra draw at 0: old runs resume exactly
-                spots = self.frames.spots(k)
+                # Mined places, where a model really erred, replace the model-free proxy where there are some.
+                spots = self.mined[k] if len(self.mined[k]) else self.frames.spots(k)
                 if len(spots):
                     around = tuple(int(v) for v in spots[int(rng.integers(0, len(spots)))])
             image = _flip_blur(_scaled_crop(frame, rng, self.crop_size, self.scale, around), rng)

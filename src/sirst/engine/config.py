@@ -108,6 +108,9 @@ class TrainConfig:
     negatives_hard_p: float = more_data(default=0.0, metavar="P",
         help="fraction of --negatives crops placed on bright small structures such as lamps and glints, which "
              "random crops of large frames rarely hold (default: 0)")
+    negatives_mined: list[str] = more_data(factory=list, metavar="CSV",
+        help="places a detector falsely fired on in --negatives frames (CSV with image, x, y: the detections.csv "
+             "of sirst detect FRAMES --min-peak 0); the --negatives-hard-p crops of such frames sit on them")
     val_negatives: list[str] = more_data(factory=list, metavar="ROOT[:IDS]",
         help="target-free frames whose fixed crops join validation (false alarms there lower val IoU)")
     val_negative_crops: int = more_data(default=0, metavar="N",
@@ -132,6 +135,9 @@ class TrainConfig:
         for spec in [*self.negatives, *self.val_negatives]:
             if not Path(str(spec).partition(":")[0]).is_dir():
                 raise FileNotFoundError(f"{spec}: folder of target-free frames does not exist")
+        for mined in self.negatives_mined:
+            if not Path(mined).is_file():
+                raise FileNotFoundError(f"{mined}: file of mined false alarms does not exist")
         out = Path(self.out)
         if out.exists() and not out.is_dir():
             raise ValueError(f"{self.out}: output path exists and is not a directory")
@@ -163,6 +169,8 @@ class TrainConfig:
             (not self.negatives_per_epoch or bool(self.negatives),
              "--negatives-per-epoch needs --negatives (folders of target-free frames)"),
             (self.val_negative_crops >= 0, f"--val-negative-crops must be >= 0, got {self.val_negative_crops}"),
+            (not self.negatives_mined or bool(self.negatives_per_epoch),
+             "--negatives-mined needs --negatives and --negatives-per-epoch (the crops placed on the mined places)"),
             (not self.val_negative_crops or bool(self.val_negatives),
              "--val-negative-crops needs --val-negatives (folders of target-free frames)"),
             (self.synth_per_epoch >= 0, f"--synth-per-epoch must be >= 0, got {self.synth_per_epoch}"),

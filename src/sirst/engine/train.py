@@ -51,7 +51,8 @@ from sirst.models.base import unwrap
 _RESUME_MUST_MATCH: tuple[str, ...] = ("data", "split", "seed", "batch_size", "crop_size", "base_size", "val_fraction",
                                        "max_train_images", "in_channels", "extra_data", "negatives",
                                        "negatives_per_epoch", "val_negatives", "val_negative_crops", "synth_per_epoch",
-                                       "synth_hard_p", "init_weights", "negatives_hard_p", "bce_weight")
+                                       "synth_hard_p", "init_weights", "negatives_hard_p", "bce_weight",
+                                       "negatives_mined")
 # (A key that a saved run's config predates passes the check once: it takes the new value, and
 # continue_run.py logs the change in the run's overrides.jsonl.)
 # The optimizer and scheduler states in last.pt belong to these: changing them on --resume would be
@@ -173,7 +174,7 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, str]:
     training set (:mod:`sirst.data.mixture`). ``max_train_images`` / ``max_test_images`` keep the
     first N (per labelled dataset / of the evaluation set).
     """
-    from sirst.data.mixture import NegativeFrames, SynthStream
+    from sirst.data.mixture import NegativeFrames, SynthStream, read_mined_spots
 
     train_parts: list[Dataset] = []
     val_parts: list[Dataset] = []
@@ -184,9 +185,10 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, str]:
             val_parts.append(val)
     if cfg.negatives_per_epoch:
         per_source = -(-cfg.negatives_per_epoch // len(cfg.negatives))
+        mined = read_mined_spots(cfg.negatives_mined)
         for spec in cfg.negatives:
             train_parts.append(NegativeFrames(spec, per_source, crop_size=cfg.crop_size, in_channels=cfg.in_channels,
-                                              seed=cfg.seed, hard_p=cfg.negatives_hard_p))
+                                              seed=cfg.seed, hard_p=cfg.negatives_hard_p, mined=mined))
     if cfg.synth_per_epoch:
         train_parts.append(SynthStream(cfg.synth_per_epoch, crop_size=cfg.crop_size, hard_p=cfg.synth_hard_p,
                                        backgrounds=cfg.negatives[0] if cfg.negatives else None,
