@@ -21,14 +21,20 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval_method(args: argparse.Namespace) -> int:
-    from sirst.evaluation import evaluate_classical, load_samples, write_curve, write_results
+    from sirst.evaluation import evaluate_method, load_samples, parse_method, parse_methods, write_curve, write_results
+    from sirst.evaluation.report import safe_name
 
     from sirst.cli.options import ensure_output_dir
 
+    (name, *more) = parse_methods(args.method)
+    if more or name.startswith("dnanet:"):
+        raise ValueError(f"--method {args.method}: give one classical method or preds:DIR (networks: sirst compare "
+                         "--methods dnanet:WEIGHTS, or sirst eval --data)")
+    method = parse_method(name, threshold=args.threshold)
     if args.out:
         ensure_output_dir(args.out)
     samples = load_samples(args.data, args.split, args.subset, args.max_images)
-    result = evaluate_classical(args.method, samples, args.threshold, args.jobs, not args.no_progress)
+    result = evaluate_method(method, samples, args.jobs if method.kind == "classical" else 1, not args.no_progress)
     row = result.table_row()
     print(
         f"{result.method} on {result.num_images} images (threshold {result.threshold}): "
@@ -38,7 +44,7 @@ def run_eval_method(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         csv_path, png_path = write_curve(result, out)
-        md, js = write_results([result], out, stem=f"{result.method}_metrics")
+        md, js = write_results([result], out, stem=f"{safe_name(result.method)}_metrics")
         print(f"wrote {js}, {md}, {csv_path}, {png_path}")
     return 0
 
@@ -63,7 +69,8 @@ def run_compare(args: argparse.Namespace) -> int:
         results.append(res)
         if args.out:
             write_curve(res, Path(args.out))
-    print(f"{len(samples)} images of {args.data} ({args.subset}); networks at probability 0.5, classical methods at the adaptive threshold (Eq. 13)")
+    print(f"{len(samples)} images of {args.data} ({args.subset}); networks and saved predictions at probability 0.5, "
+          "classical methods at the adaptive threshold (Eq. 13)")
     print(markdown_table(results))
     print(f"total {time.perf_counter() - start:.1f} s")
     if args.out:
@@ -89,14 +96,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     names = ", ".join(list_methods())
     p = subparsers.add_parser(
         "eval-method",
-        help="run a classical baseline on a dataset split and report IoU/nIoU/Pd/Fa",
+        help="score a classical baseline, or saved predictions, on a dataset split: IoU/nIoU/Pd/Fa",
         description=f"Run a classical baseline ({names}) on a split, binarise each response map "
         "with the adaptive threshold of the DNANet paper (Eq. 13) and report IoU/nIoU/Pd/Fa plus a Pd-Fa curve. "
+        "--method preds:DIR scores saved predictions instead: DIR/<id>.png or .npy for each image of the split "
+        "(sirst detect's masks/ or scores/, or another tool's), at probability 0.5 or --threshold. "
         + (f"Unsupported: {', '.join(UNSUPPORTED)}." if UNSUPPORTED else ""),
     )
-    p.add_argument("--method", required=True, help=f"one of: {names}")
+    p.add_argument("--method", required=True, help=f"one of: {names}; or preds:DIR (saved predictions)")
     _common(p)
-    p.add_argument("--threshold", default="adaptive", help="'adaptive' (Eq. 13, per image) or a number in [0, 1) on the response / its maximum")
+    p.add_argument("--threshold", default="adaptive", help="'adaptive' (Eq. 13, per image) or a number in [0, 1) on the response / its "
+                   "maximum; saved predictions: a number in [0, 1) on the saved map ('adaptive': 0.5)")
     p.add_argument("--out", default=None, help="folder for metrics JSON/Markdown and the Pd-Fa curve (CSV + PNG)")
     p.set_defaults(func=run_eval_method)
 
@@ -106,7 +116,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="One row per method with the columns of the DNANet paper's Table II. Classical methods are "
         "thresholded adaptively (Eq. 13), networks at probability 0.5.",
     )
-    c.add_argument("--methods", required=True, help=f"comma-separated: {names}, 'all', or dnanet:WEIGHTS")
+    c.add_argument("--methods", required=True, help=f"comma-separated: {names}, 'all', dnanet:WEIGHTS, or preds:DIR "
+                   "(saved predictions DIR/<id>.png|.npy, at probability 0.5)")
     _common(c)
     c.add_argument("--device", default="cpu", help="device of the networks (default cpu)")
     c.add_argument("--out", default=None, help="folder for compare.md, compare.json and the Pd-Fa curves (per method, "

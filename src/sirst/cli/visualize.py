@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--weights", action="append", default=[], metavar="[LABEL=]PATH",
                    help="network checkpoint (repeatable; LABEL names its column, default the file stem)")
-    p.add_argument("--methods", default=None, help="comma-separated classical methods, 'all', or dnanet:WEIGHTS")
+    p.add_argument("--methods", default=None, help="comma-separated classical methods, 'all', dnanet:WEIGHTS, or "
+                   "preds:DIR (saved predictions DIR/<id>.png|.npy)")
     p.add_argument("--data", required=True, help="dataset root (images/, masks/, split files)")
     p.add_argument("--split", default="auto", help="split folder, e.g. 50_50 (default: auto)")
     p.add_argument("--subset", default="test", choices=("train", "test"), help="which list of the split (default: test)")

@@ -1,8 +1,9 @@
 """Evaluation: one harness that scores any method on a dataset split or on lists of images.
 
 * :mod:`~sirst.evaluation.samples`: what is scored (:class:`Sample`, :func:`load_samples`).
-* :mod:`~sirst.evaluation.methods`: the :class:`Method` protocol, classical baselines and networks
-  as methods, and the one parser of method specs (``tophat``, ``all``, ``dnanet:nuaa``).
+* :mod:`~sirst.evaluation.methods`: the :class:`Method` protocol, classical baselines, networks and
+  saved predictions as methods, and the one parser of method specs (``tophat``, ``all``,
+  ``dnanet:nuaa``, ``preds:DIR``).
 * :mod:`~sirst.evaluation.harness`: :func:`evaluate_method` (and its cached, resumable form for
   long classical runs); ``sirst eval-method``, ``sirst compare`` and ``sirst experiment`` call it,
   ``sirst visualize`` uses its methods.
@@ -23,6 +24,7 @@ from sirst.evaluation.methods import (
     Method,
     MethodOutput,
     NetworkMethod,
+    SavedMethod,
     build_methods,
     parse_method,
     parse_methods,
@@ -32,9 +34,9 @@ from sirst.evaluation.samples import Sample, load_samples
 from sirst.evaluation.saved import evaluate_dirs, pair_files, read_map
 
 __all__ = [
-    "CURVE_THRESHOLDS", "NETWORK_CURVE_THRESHOLDS", "ClassicalMethod", "Method", "MethodOutput",
-    "MethodResult", "NetworkMethod", "Sample", "build_methods", "evaluate_checkpoint", "evaluate_classical", "evaluate_dataset",
-    "evaluate_classical_cached", "evaluate_dirs", "evaluate_method", "evaluate_network", "load_samples",
-    "markdown_table", "pair_files", "parse_method", "parse_methods", "read_map", "write_curve",
+    "CURVE_THRESHOLDS", "NETWORK_CURVE_THRESHOLDS", "ClassicalMethod", "Method", "MethodOutput", "MethodResult",
+    "NetworkMethod", "Sample", "SavedMethod", "build_methods", "evaluate_checkpoint", "evaluate_classical",
+    "evaluate_classical_cached", "evaluate_dataset", "evaluate_dirs", "evaluate_method", "evaluate_network",
+    "load_samples", "markdown_table", "pair_files", "parse_method", "parse_methods", "read_map", "write_curve",
     "write_results",
 ]

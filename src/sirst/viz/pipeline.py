@@ -77,7 +77,10 @@ def visualize(
     used: set[str] = set()
     for k, sample in enumerate(tqdm(samples, desc="visualize", unit="img", disable=not progress)):
         image, mask = load_pair(Path(sample.image), Path(sample.mask))
-        outputs = {m.name: m(image) for m in methods}
+        outputs = {m.name: m(m.read(sample)) for m in methods}  # the image again, or a saved map
+        for name, o in outputs.items():
+            if o.pred.shape != mask.shape:
+                raise ValueError(f"{sample.mask}: mask size {mask.shape} differs from the output of {name} {o.pred.shape}")
         matches = {}
         for name, o in outputs.items():
             matches[name] = match_image(o.pred, mask)
