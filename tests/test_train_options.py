@@ -47,3 +47,18 @@ def test_option_types_come_from_the_field_declarations(argv, message, capsys) ->
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["train", "--data", "D", "--out", "O", *argv])
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_resume_takes_the_saved_config_and_the_given_options(tmp_path) -> None:
+    """engine.config.resume_config: saved values unless typed again; per-invocation fields always fresh."""
+    from sirst.engine.config import resume_config, saved_config
+
+    saved = TrainConfig(data="D", out=str(tmp_path), epochs=5, lr=0.01, progress=True, extra_data=["E"])
+    saved.save_yaml(tmp_path / "config.yaml")
+    assert saved_config(tmp_path) == saved
+    fresh = _config(["--out", str(tmp_path), "--resume", "--epochs", "9", "--lr", "0.01", "--quiet"])
+    cfg, changes = resume_config(fresh, {"out", "resume", "epochs", "lr", "progress"})
+    assert (cfg.data, cfg.extra_data, cfg.epochs, cfg.lr, cfg.progress, cfg.resume) == ("D", ["E"], 9, 0.01, False, True)
+    assert changes == {"epochs": [5, 9]}  # lr was typed with its saved value; progress is per invocation
+    with pytest.raises(FileNotFoundError, match="no run to resume"):
+        resume_config(TrainConfig(data="D", out=str(tmp_path / "none")), set())

@@ -19,9 +19,6 @@ import sys
 
 from sirst.cli.options import positive_int
 
-# Per-invocation settings that never come from a saved config (``out``: the run may have been moved).
-_NOT_SAVED = ("resume", "progress", "out")
-
 
 def _multiple_of_16(text: str) -> int:
     value = positive_int(text)
@@ -51,36 +48,6 @@ def _explicit_options(args: argparse.Namespace) -> set[str]:
         if not hasattr(args, dest):
             setattr(args, dest, value)
     return explicit
-
-
-def _resume_config(args: argparse.Namespace, explicit: set[str]):
-    """The saved configuration of ``args.out`` with the explicitly given options applied, and
-    ``{option: [saved, new]}`` for those that changed."""
-    from pathlib import Path
-
-    from sirst.checkpoint import read_checkpoint
-    from sirst.engine.config import TrainConfig
-
-    out = Path(args.out)
-    if (out / "config.yaml").is_file():
-        saved = TrainConfig.load_yaml(out / "config.yaml")
-    elif (out / "last.pt").is_file():  # runs from before config.yaml existed, or a deleted one
-        saved = TrainConfig.from_dict(read_checkpoint(out / "last.pt").get("config") or {})
-    else:
-        raise FileNotFoundError(f"{out / 'last.pt'}: --resume given but there is no run to resume in {out}")
-    if args.data is None:
-        args.data = saved.data
-    fresh = _config_from_args(args).to_dict()
-    merged = saved.to_dict()
-    given = {"progress" if d == "quiet" else d for d in explicit}
-    changes = {}
-    for key, value in fresh.items():
-        if key in _NOT_SAVED:
-            merged[key] = value
-        elif key in given and merged.get(key) != value:
-            changes[key] = [merged.get(key), value]
-            merged[key] = value
-    return TrainConfig.from_dict(merged), changes
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -149,12 +116,13 @@ def _add_options(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sirst.cli.options import check_device, ensure_output_dir
+    from sirst.engine.config import resume_config
     from sirst.engine.train import NonFiniteLossError, train
 
     explicit = _explicit_options(args)
     changes: dict = {}
-    if args.resume:
-        cfg, changes = _resume_config(args, explicit)
+    if args.resume:  # the saved config, with the options given here
+        cfg, changes = resume_config(_config_from_args(args), {f.name for f in _option_fields() if _dest(f) in explicit})
     elif args.data is None:
         raise ValueError("--data ROOT is required (it may be left out only with --resume)")
     else:

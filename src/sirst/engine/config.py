@@ -1,9 +1,11 @@
-"""The training configuration: one dataclass, written to ``RUN_DIR/config.yaml`` as resolved."""
+"""The training configuration: one dataclass, written to ``RUN_DIR/config.yaml`` as resolved, and the
+configuration a resumed run continues with (:func:`resume_config`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ SCHEDULERS: tuple[str, ...] = ("constant", "cosine")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 #: Argparse group of the options beyond one labelled split.
 MORE_DATA = "more data: several datasets, hard negatives, synthesized samples"
+#: Per-invocation settings that never come from a saved config (``out``: the run may have been moved).
+NOT_SAVED: tuple[str, ...] = ("resume", "progress", "out")
 
 
 def option(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, help: str | None = None,
@@ -225,3 +229,36 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise ValueError(f"{path}: not a YAML mapping")
         return cls.from_dict(d)
+
+
+def saved_config(out: str | os.PathLike) -> TrainConfig:
+    """The configuration the run in folder ``out`` was saved with: ``config.yaml``, else (runs from before
+    it existed, or a deleted one) the one inside ``last.pt``. ``FileNotFoundError`` when there is no run."""
+    out = Path(out)
+    if (out / "config.yaml").is_file():
+        return TrainConfig.load_yaml(out / "config.yaml")
+    if (out / "last.pt").is_file():
+        from sirst.checkpoint import read_checkpoint
+
+        return TrainConfig.from_dict(read_checkpoint(out / "last.pt").get("config") or {})
+    raise FileNotFoundError(f"{out / 'last.pt'}: --resume given but there is no run to resume in {out}")
+
+
+def resume_config(fresh: TrainConfig, given: Collection[str]) -> tuple[TrainConfig, dict[str, list[Any]]]:
+    """The configuration that resumes the run in ``fresh.out`` (``sirst train --resume``): the saved one
+    (:func:`saved_config`), with the fields named in ``given`` (the options typed on the command line)
+    and the per-invocation ones (:data:`NOT_SAVED`) taken from ``fresh``.
+
+    Returns:
+        ``(config, changes)``: ``changes`` is ``{field: [saved value, new value]}`` for the given fields
+        whose value differs, what :func:`sirst.engine.train.train` records in ``overrides.jsonl``.
+    """
+    merged = saved_config(fresh.out).to_dict()
+    changes: dict[str, list[Any]] = {}
+    for key, value in fresh.to_dict().items():
+        if key in NOT_SAVED:
+            merged[key] = value
+        elif key in given and merged.get(key) != value:
+            changes[key] = [merged.get(key), value]
+            merged[key] = value
+    return TrainConfig.from_dict(merged), changes
