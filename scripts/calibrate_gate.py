@@ -33,7 +33,7 @@ def peaks(weights: str, data: Path, device: str = "cpu") -> dict:
     from sirst.data.io import read_image
     from sirst.engine.config import TrainConfig
     from sirst.engine.train import _labelled_split
-    from sirst.inference import Detector
+    from sirst.detect import Detector
     from sirst.metrics import match_targets
     from sirst.targets import extract_targets
 

@@ -1,12 +1,12 @@
-"""The numbers behind ``sirst detect --precision auto``'s rule for a first run (sirst.deploy.plan_path).
+"""The numbers behind ``sirst detect --precision auto``'s rule for a first run (sirst.detect.choose.plan_path).
 
 In one process, with a private empty cache: start-up (import torch, load the weights), then for
 each auto path its one-off cost on a machine where nothing is cached yet (build: BN folding, or ONNX
 export + OpenVINO / ONNX Runtime load; the first call, which compiles; the check against fp32 on two
-sample frames, :func:`sirst.deploy.verify_path`) and its per-frame time at 256x256, batch 1 (median of
+sample frames, :func:`sirst.detect.choose.verify_path`) and its per-frame time at 256x256, batch 1 (median of
 ``--repeats`` after the first call). From these: the job size (256x256 frames) from which a path's
 one-off cost is repaid by what it saves per frame against the next cheaper path, which is what
-:data:`sirst.deploy.VERIFY_MIN_WORK` and :data:`sirst.deploy.EXPORT_MIN_WORK` stand for.
+:data:`sirst.detect.choose.VERIFY_MIN_WORK` and :data:`sirst.detect.choose.EXPORT_MIN_WORK` stand for.
 
     python scripts/first_run_costs.py --threads 1 --json docs/perf/first_run_costs.json
 """
@@ -33,7 +33,8 @@ def main() -> int:
 
     from sirst.bench import network_batch, synthetic_images
     from sirst.checkpoint import model_from_checkpoint
-    from sirst.deploy import PathSpec, auto_candidates, build_runner, verify_path
+    from sirst.detect.backends import PathSpec, build_runner
+    from sirst.detect.choose import auto_candidates, verify_path
 
     torch.set_num_threads(args.threads)
     model = model_from_checkpoint(args.weights, "cpu")

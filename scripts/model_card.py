@@ -238,7 +238,7 @@ def main() -> None:
         "",
         "## Robustness: scenes no training step saw",
         "",
-        "`python scripts/robustness_check.py --weights NAME`, through `sirst.inference.Detector` with the defaults of",
+        "`python scripts/robustness_check.py --weights NAME`, through `sirst.detect.Detector` with the defaults of",
         "`sirst detect`. **False-alarm frames**: the 23 real target-free frames of",
         "`src/sirst/recipes/general/negatives_check.txt` (SIRST-v2 urban and roadside scenes, 1280x1024, whole frames",
         "at native resolution; held out of training and selection, with gap frames between them and the training",

@@ -9,7 +9,7 @@ IoU, Pd, Fa (exact protocol) and the gate: IoU and Pd within 0.5 points, Fa with
 
 ``--write-ranges`` first computes the INT8 activation ranges of each weights on 16 training images
 (8 of NUAA-SIRST's train split, 8 of NUDT-SIRST's) and writes them to ``src/sirst/calibration/``,
-where :func:`sirst.deploy.int8_onnx` finds them for those weights.
+where :func:`sirst.detect.backends.int8_onnx` finds them for those weights.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 
 from sirst.bench.gate import format_gate, gate_split
 from sirst.checkpoint import model_from_checkpoint
-from sirst.deploy import (
+from sirst.detect.backends import (
     PathSpec,
     QuantConfig,
     build_runner,

@@ -1,6 +1,6 @@
 """Robustness check of a detector on scenes no training step saw (MODEL_CARD.md's robustness table).
 
-Two measurements, both through ``sirst.inference.Detector`` with its defaults (what `sirst detect` runs):
+Two measurements, both through ``sirst.detect.Detector`` with its defaults (what `sirst detect` runs):
 
 1. **False-alarm frames**: the real target-free frames of ``src/sirst/recipes/general/negatives_check.txt``
    (SIRST-v2 urban/roadside frames, 1280x1024, whole frames at native resolution). Reported: frames with
@@ -39,7 +39,7 @@ def check(weights: str, negatives: Path, device: str = "cpu", progress: bool = T
     from sirst.data.io import read_image
     from sirst.data.mixture import _scaled_crop
     from sirst.data.synth import SynthConfig, make_sample
-    from sirst.inference import Detector
+    from sirst.detect import Detector
     from sirst.metrics import SirstMetrics
     from sirst.targets import extract_targets
 

@@ -30,7 +30,7 @@ def shared_dataset(name: str) -> Path | None:
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_sirst_cache(tmp_path_factory):
-    """`sirst detect` caches exported models and its inference-path choice (sirst.deploy.cache_dir):
+    """`sirst detect` caches exported models and its inference-path choice (sirst.detect.backends.cache_dir):
     tests keep theirs in a temporary folder, never in the user's ~/.cache."""
     old = os.environ.get("SIRST_CACHE_DIR")
     os.environ["SIRST_CACHE_DIR"] = str(tmp_path_factory.mktemp("sirst_cache"))

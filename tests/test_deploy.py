@@ -1,4 +1,4 @@
-"""Fast inference paths (sirst.deploy): specs, caches, INT8 quantization, the per-machine choice,
+"""Fast inference paths (sirst.detect.backends, sirst.detect.choose): specs, caches, INT8 quantization, the choice,
 the accuracy gate on a fixed subset of the real test splits, and the threaded detection pipeline."""
 
 import json
@@ -9,23 +9,18 @@ import torch
 from PIL import Image
 
 from sirst.bench.gate import GateLimits, gate_split, passes
-from sirst.deploy import (
+from sirst.detect import Detector, run_detection
+from sirst.detect.backends import PathSpec, build_runner, candidate_paths, fp32_onnx, int8_onnx, weights_digest
+from sirst.detect.choose import (
     EXPORT_MIN_WORK,
     RULE_BATCH,
     VERIFY_MIN_WORK,
-    PathSpec,
     auto_candidates,
-    build_runner,
-    candidate_paths,
     choose_path,
-    fp32_onnx,
-    int8_onnx,
     plan_path,
     ranked_paths,
     rule_path,
-    weights_digest,
 )
-from sirst.inference import Detector, run_detection
 from sirst.models import create_model
 
 from conftest import shared_dataset
@@ -76,15 +71,15 @@ def test_choice_is_measured_once_and_then_read_from_the_cache(tiny, cache):
 
 
 def test_a_path_whose_targets_differ_from_fp32_is_not_chosen(tiny, cache, monkeypatch):
-    import sirst.deploy as deploy
+    import sirst.detect.choose as choose
 
-    real = deploy.build_runner
+    real = choose.build_runner
 
     def flipped(model, spec, *args, **kwargs):
         run = real(model, spec, *args, **kwargs)
         return (lambda x: -run(x)) if spec.precision == "bf16" else run
 
-    monkeypatch.setattr(deploy, "build_runner", flipped)
+    monkeypatch.setattr(choose, "build_runner", flipped)
     choice = choose_path(tiny, [PathSpec("torch", "fp32"), PathSpec("torch", "bf16")], 1, (1,), cache=cache)
     assert choice.spec == PathSpec("torch", "fp32")
     assert choice.verified["torch-bf16"] != "ok" and "torch-bf16" not in choice.measured
@@ -108,23 +103,23 @@ def test_rule_pays_one_off_costs_only_for_jobs_large_enough():
 
 
 def test_paths_are_ranked_for_the_cpu_class_and_auto_works_without_openvino(monkeypatch):
-    import sirst.deploy as deploy
+    import sirst.detect.backends as backends
 
     assert ranked_paths([TF, TB, ORT, OV], bf16_units=True) == [OV, TB, ORT, TF]
     assert ranked_paths([TF, TB, ORT, OV], bf16_units=False) == [ORT, TF]  # no emulated bf16
-    monkeypatch.setattr(deploy, "backend_available", lambda b: b == "torch")  # plain `pip install sirst`
+    monkeypatch.setattr(backends, "backend_available", lambda b: b == "torch")  # plain `pip install sirst`
     assert auto_candidates(bf16_units=True) == [TB, TF]
     assert auto_candidates(bf16_units=False) == [TF]
-    monkeypatch.setattr(deploy, "backend_available", lambda b: True)
+    monkeypatch.setattr(backends, "backend_available", lambda b: True)
     assert auto_candidates(bf16_units=True) == [OV, TB, TF]
     assert auto_candidates(bf16_units=False) == [PathSpec("openvino", "fp32"), TF]
 
 
 @pytest.fixture
 def bf16_cpu(monkeypatch):
-    import sirst.deploy as deploy
+    import sirst.detect.choose as choose
 
-    monkeypatch.setattr(deploy, "has_bf16_units", lambda flags=None: True)
+    monkeypatch.setattr(choose, "has_bf16_units", lambda flags=None: True)
 
 
 def test_a_small_job_runs_fp32_with_nothing_measured_or_checked(tiny, cache, bf16_cpu):
@@ -143,25 +138,25 @@ def test_the_rule_pick_is_checked_once_then_trusted_for_any_job(tiny, cache, bf1
 
 
 def test_a_rule_pick_that_fails_the_check_is_dropped_for_good(tiny, cache, bf16_cpu, monkeypatch):
-    import sirst.deploy as deploy
+    import sirst.detect.choose as choose
 
-    real = deploy.build_runner
+    real = choose.build_runner
 
     def flipped(model, spec, *args, **kwargs):
         run = real(model, spec, *args, **kwargs)
         return (lambda x: -run(x)) if spec.precision == "bf16" else run
 
-    monkeypatch.setattr(deploy, "build_runner", flipped)
+    monkeypatch.setattr(choose, "build_runner", flipped)
     choice = plan_path(tiny, [TF, TB], threads=1, work=100, cache=cache)
     assert choice.spec == TF and choice.verified["torch-bf16"] != "ok"
-    monkeypatch.setattr(deploy, "build_runner", real)
+    monkeypatch.setattr(choose, "build_runner", real)
     assert plan_path(tiny, [TF, TB], threads=1, work=100, cache=cache).spec == TF  # not checked again
 
 
 def test_a_large_job_measures_and_every_later_job_uses_the_measurement(tiny, cache, bf16_cpu, monkeypatch):
-    import sirst.deploy as deploy
+    import sirst.detect.choose as choose
 
-    monkeypatch.setattr(deploy, "MEASURE_MIN_WORK", 50)
+    monkeypatch.setattr(choose, "MEASURE_MIN_WORK", 50)
     measured = plan_path(tiny, [TF, TB], threads=1, work=50, batch_size=1, cache=cache)
     assert measured.source == "measured" and set(measured.measured) == {"torch-fp32", "torch-bf16"}
     later = plan_path(tiny, [TF, TB], threads=1, work=1, batch_size=1, cache=cache)
@@ -170,7 +165,7 @@ def test_a_large_job_measures_and_every_later_job_uses_the_measurement(tiny, cac
 
 
 def test_job_work_counts_256px_frames_from_headers(tmp_path):
-    from sirst.inference import InputFile, job_work
+    from sirst.detect import InputFile, job_work
 
     Image.fromarray(np.zeros((256, 256), np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(np.zeros((200, 300), np.uint8)).save(tmp_path / "b.png")  # padded to 208 x 304
@@ -260,14 +255,14 @@ def test_an_inference_error_stops_the_pipeline_and_is_raised(tmp_path):
 
 
 def test_a_writer_error_is_raised_not_swallowed(tmp_path, monkeypatch):
-    import sirst.inference as inference
+    import sirst.detect.pipeline as pipeline
 
     _frames(tmp_path / "in")
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(inference, "save_png", broken)
+    monkeypatch.setattr(pipeline, "save_png", broken)
 
     class Zero:
         size_divisor = 1

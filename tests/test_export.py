@@ -6,8 +6,8 @@ import torch
 
 from sirst.checkpoint import save_checkpoint
 from sirst.cli import main
-from sirst.export import OnnxRunner
-from sirst.inference import Detector
+from sirst.detect import Detector
+from sirst.detect.export import OnnxRunner
 from sirst.models import create_model
 
 pytest.importorskip("onnxruntime")

@@ -27,7 +27,7 @@ class _FixedLogits(nn.Module):
 
 
 def test_detector_drops_targets_under_the_models_gate():
-    from sirst.inference import Detector
+    from sirst.detect import Detector
 
     model = _FixedLogits()
     image = np.zeros((32, 32), np.float32)

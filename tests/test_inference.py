@@ -12,7 +12,7 @@ from PIL import Image
 from sirst.checkpoint import save_checkpoint
 from sirst.cli import main
 from sirst.data.io import read_image
-from sirst.inference import Detector, run_detection, tile_starts
+from sirst.detect import Detector, run_detection, tile_starts
 from sirst.models import create_model
 
 
@@ -269,7 +269,7 @@ def test_run_detection_loads_groups_bounded_by_pixels(tmp_path):
 
 def test_tiled_frames_agree_with_whole_frames_within_the_documented_tolerance():
     """DNANet's channel attention pools over the whole input, so tiles cannot match a whole frame
-    bit for bit. The documented tolerance (sirst.inference): at least 85% of the targets agree both
+    bit for bit. The documented tolerance (sirst.detect.detector): at least 85% of the targets agree both
     ways (centroids < 3 px apart) and at most 20% of the mask pixels differ, here with small 256-pixel
     tiles on a cluttered 384x384 mosaic (the automatic tiles are 720 pixels and agree better). Measured
     with the `nuaa` weights, for which the tolerance is documented (`general`: 4 of 5 targets, 8 of 275

@@ -7,15 +7,14 @@ import torch
 import torch.nn as nn
 
 from sirst.bench import network_batch, same_detections, synthetic_images
-from sirst.models import unwrap
-from sirst.inference import Detector
-from sirst.models import create_model, list_models
-from sirst.optimize import (
+from sirst.detect import Detector
+from sirst.detect.optimize import (
     OptimizedModel,
     count_batchnorms,
     fold_batchnorm,
     optimize_for_inference,
 )
+from sirst.models import create_model, list_models, unwrap
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

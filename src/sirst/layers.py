@@ -82,7 +82,7 @@ class ResCBAMBlock(nn.Module):
     Input ``(N, in_ch, H, W)``; output ``(N, out_ch, H, W)``.
     """
 
-    # Convolutions whose output goes straight into a BatchNorm (foldable, see sirst.optimize).
+    # Convolutions whose output goes straight into a BatchNorm (foldable, see sirst.detect.optimize).
     conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def __init__(self, in_ch: int, out_ch: int, attention: str = "csam") -> None:

@@ -6,7 +6,8 @@
   FLOPs per cycle of its vector/matrix units; GPU: a table of datasheet numbers).
 * :func:`time_interleaved` - warm-up, then rounds that call every variant once each, so that load
   from other processes hits all variants alike; medians are reported.
-* :func:`same_detections` - compares the targets (8-connected components of logit > 0) of two runs.
+* :func:`same_detections` - compares the targets (8-connected components of logit > 0) of two runs
+  (:mod:`sirst.detect.check`, re-exported with the check frames ``synthetic_images``, ``network_batch``).
 * :func:`make_score_maps` / :func:`public_style_pd_fa` - the metric-speed comparison with the
   public code's per-image ``skimage.measure.label`` + ``regionprops`` loop.
 
@@ -28,6 +29,14 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from sirst.detect.backends import cpu_flags as _cpu_flags
+from sirst.detect.check import DetectionCheck, network_batch, same_detections, synthetic_images
+from sirst.detect.optimize import in_channels_of
+
+__all__ = ["DetectionCheck", "Peak", "count_flops", "estimate_peak_gflops", "make_score_maps", "measure_gemm_gflops",
+           "median", "network_batch", "public_style_pd_fa", "same_detections", "synthetic_images",
+           "time_interleaved"]
+
 # ------------------------------------------------------------------------------------------------
 # FLOPs and peaks
 # ------------------------------------------------------------------------------------------------
@@ -41,7 +50,6 @@ def count_flops(model: nn.Module | str, size: int, in_channels: int | None = Non
     model on the ``meta`` device, so nothing is computed. ``in_channels`` defaults to the model's.
     """
     from sirst.models import create_model
-    from sirst.optimize import in_channels_of
 
     if isinstance(model, str):
         with torch.device("meta"):
@@ -85,16 +93,6 @@ GPU_PEAKS_TFLOPS: dict[str, tuple[float, float, float]] = {
     "A10": (31.2, 62.5, 125.0),
     "T4": (8.1, 8.1, 65.0),
 }
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def _cpu_ghz() -> float | None:
@@ -212,92 +210,6 @@ def time_interleaved(
 
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
-
-
-# ------------------------------------------------------------------------------------------------
-# Test images and detection checks
-# ------------------------------------------------------------------------------------------------
-
-
-def synthetic_images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
-    """``n`` synthesized infrared-like images ``(size, size)`` float32 in [0, 1] with small targets."""
-    from sirst.data.synth import SynthConfig, make_sample
-
-    cfg = SynthConfig(size=size)
-    return [make_sample(np.random.default_rng([seed, i]), cfg)[0].astype(np.float32) / 255.0 for i in range(n)]
-
-
-def network_batch(images: Sequence[np.ndarray], in_channels: int = 3) -> torch.Tensor:
-    """Grayscale images -> the normalised network input ``(N, in_channels, H, W)``."""
-    from sirst.data.io import to_network_input
-
-    return torch.stack([to_network_input(g, in_channels) for g in images])
-
-
-def _targets(logits: np.ndarray) -> list:
-    from sirst.targets import extract_targets
-
-    return extract_targets(logits > 0)
-
-
-def _same_targets(a: list, b: list, tolerance: float) -> bool:
-    """Same number of targets and a one-to-one pairing (in order of the first pixel, then greedily)
-    with centroids closer than ``tolerance`` pixels."""
-    if len(a) != len(b):
-        return False
-    left = list(b)
-    for t in a:
-        dist = [np.hypot(t.centroid[0] - u.centroid[0], t.centroid[1] - u.centroid[1]) for u in left]
-        k = int(np.argmin(dist))
-        if dist[k] >= tolerance:
-            return False
-        left.pop(k)
-    return True
-
-
-@dataclass(frozen=True)
-class DetectionCheck:
-    """How two sets of logits ``(N, H, W)`` compare as detections (components of logit > 0).
-
-    ``identical``: every image has exactly the same targets (pixels, hence area, bbox, centroid).
-    ``same_targets``: every image has the same number of targets, pairwise within 1 pixel
-    (centroid); what reduced precision keeps while it flips a few border pixels.
-    """
-
-    identical: bool
-    same_targets: bool
-    images_differing: int  # images whose targets are not identical
-    targets: int  # targets in the reference run
-    pixels_differing: int  # pixels whose decision (logit > 0) differs
-    max_abs_logit_diff: float
-
-    def describe(self) -> str:
-        if self.identical:
-            return f"identical ({self.targets} targets)"
-        if self.same_targets:
-            return f"same {self.targets} targets, {self.pixels_differing} border px differ"
-        return f"DIFFERENT in {self.images_differing} image(s) ({self.pixels_differing} px)"
-
-
-def same_detections(reference: np.ndarray, other: np.ndarray, tolerance: float = 1.0) -> DetectionCheck:
-    """Compare the detections of two logit stacks ``(N, H, W)`` (or ``(N, 1, H, W)``) image by image."""
-    a = np.asarray(reference, dtype=np.float32).reshape(-1, *np.shape(reference)[-2:])
-    b = np.asarray(other, dtype=np.float32).reshape(a.shape)
-    differing, total, same = 0, 0, True
-    for x, y in zip(a, b):
-        tx, ty = _targets(x), _targets(y)
-        total += len(tx)
-        if not np.array_equal(x > 0, y > 0):
-            differing += 1
-            same = same and _same_targets(tx, ty, tolerance)
-    return DetectionCheck(
-        identical=differing == 0,
-        same_targets=same,
-        images_differing=differing,
-        targets=total,
-        pixels_differing=int(((a > 0) != (b > 0)).sum()),
-        max_abs_logit_diff=float(np.abs(a - b).max()) if a.size else 0.0,
-    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def gate_split(
     from sirst.data.dataset import SirstDataset
     from sirst.data.io import to_network_input
     from sirst.metrics import SirstMetrics
-    from sirst.optimize import in_channels_of
+    from sirst.detect.optimize import in_channels_of
 
     if "fp32" not in runners:
         raise ValueError("the gate compares with fp32: runners must include 'fp32'")

@@ -42,7 +42,7 @@ from sirst.weights import resolve_weights
 INFERENCE_VARIANTS: tuple[str, ...] = ("eager", "fold", "fold_cl", "bf16", "fp16", "onnxruntime", "onnxruntime_int8",
                                        "openvino_fp32", "openvino_bf16", "openvino_int8", "compile",
                                        "compile_bf16", "cuda_graphs_fp16", "cuda_graphs_bf16")
-#: Variants that are a :class:`sirst.deploy.PathSpec` (what ``sirst detect --precision/--backend`` runs).
+#: Variants that are a :class:`sirst.detect.backends.PathSpec` (what ``sirst detect --precision/--backend`` runs).
 DEPLOY_VARIANTS: dict[str, str] = {"fold_cl": "torch-fp32", "bf16": "torch-bf16", "onnxruntime": "onnxruntime-fp32",
                                    "onnxruntime_int8": "onnxruntime-int8", "openvino_fp32": "openvino-fp32",
                                    "openvino_bf16": "openvino-bf16", "openvino_int8": "openvino-int8"}
@@ -101,7 +101,7 @@ def default_variants(device: torch.device, compile_: bool) -> tuple[str, ...]:
     if device.type == "cuda":
         out = ["eager", "fold_cl", "bf16", "fp16", "cuda_graphs_bf16", "cuda_graphs_fp16"]
     else:
-        from sirst.deploy import backend_available
+        from sirst.detect.backends import backend_available
 
         out = ["eager", "fold", "fold_cl", "bf16"]
         if backend_available("onnxruntime"):
@@ -187,10 +187,10 @@ def build_variant(
     name: str, model: nn.Module, device: torch.device, tmp: Path, threads: int
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable ``(N, C, H, W)`` -> logits for inference variant ``name``."""
-    from sirst.optimize import optimize_for_inference
+    from sirst.detect.optimize import optimize_for_inference
 
     if name in DEPLOY_VARIANTS and name not in ("fold_cl", "bf16"):
-        from sirst.deploy import PathSpec, build_runner
+        from sirst.detect.backends import PathSpec, build_runner
 
         # The user cache: the ONNX export and the INT8 model are made once per weights, as for sirst detect.
         return build_runner(model, PathSpec.parse(DEPLOY_VARIANTS[name]), threads)
@@ -209,7 +209,7 @@ def build_variant(
 
 
 def _in_ch(model: nn.Module) -> int:
-    from sirst.optimize import in_channels_of
+    from sirst.detect.optimize import in_channels_of
 
     return in_channels_of(model)
 

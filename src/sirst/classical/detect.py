@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sirst.data.io import VIDEO_EXTENSIONS
+
 __all__ = ["DetectSummary", "detect_sequences", "read_sequences"]
-
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv")
 
 
 def read_sequences(inputs: list[str]) -> list[tuple[str, list[str], np.ndarray]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,101 +26,16 @@ def _note(message: str) -> None:
 
 
 def build_detector(args: argparse.Namespace):
-    """The Detector for the CLI options (bundled weights, a checkpoint, or an ONNX file).
+    """The Detector for the CLI options: :func:`sirst.detect.load_detector`, weighed against the job's
+    size (:func:`sirst.detect.job_work` of the inputs; unreadable ones are reported later)."""
+    from sirst.detect import job_work, list_inputs, load_detector
 
-    On the CPU, ``--precision auto`` / ``--backend auto`` take an installed inference path that passed
-    the accuracy gate (docs/performance.md) and gives the same targets as fp32 on this machine's check
-    images: the fastest measured here, or for a job too small to pay for measuring, the rule for this
-    CPU class weighed against the job's size (:func:`sirst.deploy.plan_path`).
-    ``detector.description`` says what was chosen, for the outputs.
-    """
-    import torch
-
-    from sirst.deploy import (
-        PathSpec,
-        auto_candidates,
-        build_runner,
-        candidate_paths,
-        default_threads,
-        plan_path,
-        require_backend,
-    )
-    from sirst.inference import Detector, job_work, list_inputs
-    from sirst.weights import resolve_weights
-
-    threads = args.threads or default_threads()
-    common = dict(threshold=args.threshold, tile=args.tile, overlap=args.overlap, max_pixels=args.max_pixels,
-                  min_peak=args.min_peak)
-    is_onnx = bool(args.weights) and str(args.weights).lower().endswith(".onnx")
-    if is_onnx:
-        backend = args.backend if args.backend != "auto" else "onnxruntime"
-        if backend == "torch":
-            raise ValueError(f"--weights {args.weights}: an ONNX model runs with --backend onnxruntime or openvino; "
-                             "the torch backend needs a .pt checkpoint")
-        if args.device != "cpu":
-            raise ValueError(f"--device {args.device}: the {backend} backend runs on the CPU; use --backend torch")
-        precision = "fp32" if args.precision == "auto" else args.precision
-        if precision not in ("fp32", "bf16") or (backend == "onnxruntime" and precision != "fp32"):
-            raise ValueError(f"--precision {precision}: an ONNX file runs as it is (fp32; bf16 with --backend openvino); "
-                             "give the .pt checkpoint for int8")
-        require_backend(backend)
-        if backend == "openvino":
-            from sirst.deploy import OpenVinoRunner
-
-            model = OpenVinoRunner(args.weights, precision, threads)
-        else:
-            from sirst.export import OnnxRunner
-
-            model = OnnxRunner(args.weights, threads=threads)
-        det = Detector(model, device="cpu", batch_size=args.batch_size or 1, **common)
-        det.description = {"path": f"{backend}-{precision}", "batch_size": det.batch_size, "threads": threads,
-                           "how": "given"}
-        return det
-    from sirst.checkpoint import model_from_checkpoint
-
-    if args.backend not in ("auto", "torch") and args.device != "cpu":
-        raise ValueError(f"--device {args.device}: the {args.backend} backend runs on the CPU; use --backend torch")
-    model = model_from_checkpoint(resolve_weights(args.weights), "cpu" if args.device == "cpu" else args.device)
-    if common["min_peak"] is None:  # the weights' own gate, also for the exported runners that lack the attribute
-        common["min_peak"] = model.min_peak_logit
-    torch.set_num_threads(threads)
-    if args.device != "cpu" or args.compile or args.precision == "fp16":
-        # GPUs and the compiled/fp16 paths run through torch as asked; nothing is measured for them.
-        precision = "fp32" if args.precision == "auto" else args.precision
-        if precision == "int8":
-            raise ValueError("--precision int8 runs on the CPU (ONNX Runtime / OpenVINO); use bf16 or fp16 on a GPU")
-        det = Detector(model, device=args.device, batch_size=args.batch_size or 8, precision=precision,
-                       compile=args.compile, **common)
-        det.description = {"path": f"torch-{precision}", "batch_size": det.batch_size, "device": args.device,
-                           "threads": threads, "how": "given"}
-        return det
-    if args.precision == "auto":
-        candidates = auto_candidates(args.backend)
-    else:
-        if args.backend != "auto":
-            PathSpec(args.backend, args.precision).validate()
-            require_backend(args.backend)
-        candidates = candidate_paths(args.precision, args.backend)
-        if not candidates:
-            require_backend("onnxruntime")  # the int8 paths need it: say how to install
-    # The job's size decides whether measuring the paths, or exporting one, pays off (sirst.deploy.plan_path).
     work = job_work(list_inputs(_inputs(args), on_error=lambda message: None))
-    choice = plan_path(model, candidates, threads, work, args.batch_size, remeasure=args.remeasure,
-                       progress=None if args.quiet else _note)
-    calibration = None
-    if args.calibration and choice.spec.precision == "int8":
-        from sirst.deploy import QuantConfig, dataset_calibration_images
-
-        calibration = dataset_calibration_images(args.calibration, QuantConfig().calibration_images)
-    runner = choice.runner or build_runner(model, choice.spec, threads, progress=None if args.quiet else _note,
-                                           calibration=calibration)
-    det = Detector(runner, device="cpu", batch_size=choice.batch_size, **common)
-    det.description = {"path": str(choice.spec), "batch_size": choice.batch_size, "threads": threads,
-                       "how": ("cached measurement" if choice.cached else choice.source)
-                       if args.precision == "auto" or args.backend == "auto" else "given",
-                       "job_256px_frames": round(work, 1), "ms_per_256px_image": choice.ms_per_img,
-                       "measured": choice.measured, "verified": choice.verified}
-    return det
+    return load_detector(
+        args.weights, device=args.device, precision=args.precision, backend=args.backend, threads=args.threads,
+        batch_size=args.batch_size, compile=args.compile, calibration=args.calibration, remeasure=args.remeasure,
+        work=work, threshold=args.threshold, tile=args.tile, overlap=args.overlap, max_pixels=args.max_pixels,
+        min_peak=args.min_peak, progress=None if args.quiet else _note)
 
 
 def _inputs(args: argparse.Namespace) -> list[str]:
@@ -139,16 +53,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--input-range {args.input_range[0]:g} {args.input_range[1]:g}: MIN must be below MAX")
     if args.tile and args.overlap >= args.tile:
         raise ValueError(f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
-    if args.backend not in ("auto", "torch") and args.device != "cpu":
-        raise ValueError(f"--device {args.device}: the {args.backend} backend runs on the CPU; use --backend torch")
-    is_onnx = bool(args.weights) and str(args.weights).lower().endswith(".onnx")
-    if is_onnx and args.backend == "torch":
-        raise ValueError(f"--weights {args.weights}: an ONNX model runs with --backend onnxruntime or openvino; "
-                         "the torch backend needs a .pt checkpoint")
-    if args.backend != "auto" and args.precision not in ("auto", "fp16") and not is_onnx:
-        from sirst.deploy import PathSpec
+    from sirst.detect.build import check_options
 
-        PathSpec(args.backend, args.precision).validate()
+    check_options(args.weights, args.device, args.backend, args.precision)
     for root in args.calibration or ():
         if not Path(root).is_dir():
             raise ValueError(f"--calibration {root}: no such dataset folder")
@@ -157,7 +64,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sirst.inference import run_detection
+    from sirst.detect import run_detection, write_summary
 
     inputs = _inputs(args)
     if not inputs:
@@ -172,10 +79,7 @@ def run(args: argparse.Namespace) -> int:
                             save_scores=args.save_scores, bit_depth=args.bit_depth,
                             value_range=tuple(args.input_range) if args.input_range else None)
     out = Path(args.out)
-    record = {"images": summary.images, "failed": summary.failed, "targets": summary.targets,
-              "weights": str(args.weights or "general"), "inference": info,
-              "seconds": {k: round(v, 3) for k, v in summary.seconds.items()}}
-    (out / "summary.json").write_text(json.dumps(record, indent=1) + "\n")
+    write_summary(summary, str(args.weights or "general"), info)
     print(f"{summary.images} image(s) done, {summary.failed} failed, {summary.targets} target(s)")
     print(f"inference:  {info.get('path', '?')}, batch {info.get('batch_size', '?')}, "
           f"{info.get('threads', '?')} thread(s); {summary.seconds['total']:.1f} s")

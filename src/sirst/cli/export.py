@@ -10,7 +10,7 @@ from sirst.cli.options import int_at_least
 
 def run(args: argparse.Namespace) -> int:
     from sirst.checkpoint import model_from_checkpoint, read_checkpoint
-    from sirst.export import export_onnx
+    from sirst.detect.export import export_onnx
 
     if Path(args.out).is_dir():
         raise ValueError(f"--out {args.out}: is a folder; give the .onnx file to write")

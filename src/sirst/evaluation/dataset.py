@@ -80,7 +80,7 @@ def evaluate_state(
         with torch.inference_mode():
             net: Any = model
             if optimize:
-                from sirst.optimize import optimize_for_inference
+                from sirst.detect.optimize import optimize_for_inference
 
                 # A BN-folded channels_last copy (the model itself is untouched): same logits to ~1e-5.
                 net = optimize_for_inference(model, device, precision="bf16" if amp else "fp32")
@@ -134,12 +134,12 @@ def evaluate_dataset(
     Args:
         model: a network following the forward contract (eval mode -> logits ``(N, 1, H, W)``);
             it is put in ``eval()`` mode and restored to its previous mode afterwards. A
-            ``min_peak_logit`` attribute gates weak targets as :class:`sirst.inference.Detector` does.
+            ``min_peak_logit`` attribute gates weak targets as :class:`sirst.detect.Detector` does.
         dataset: items ``{"image": (C, H, W), "mask": (1, H, W), "id": str, "size": (H0, W0)}``
             (a :class:`sirst.data.SirstDataset` in ``mode="eval"``, or a ``Subset`` of one).
         batch_size: images per forward; only images of equal padded size are batched together.
         protocol: metrics protocol, ``"exact"`` or ``"reference"``.
-        optimize: predict with :func:`sirst.optimize.optimize_for_inference` (BN folded,
+        optimize: predict with :func:`sirst.detect.optimize.optimize_for_inference` (BN folded,
             channels_last, inference mode; ``amp`` -> bf16 autocast) instead of the model as it is.
         shard: ``(rank, world_size)``: this process evaluates the images ``rank, rank + world_size, ...``.
         gather: takes this shard's counts and returns every shard's (in rank order), e.g. an

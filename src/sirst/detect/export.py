@@ -1,4 +1,4 @@
-"""ONNX export and an ONNX Runtime runner usable by :class:`sirst.inference.Detector`."""
+"""ONNX export and an ONNX Runtime runner usable by :class:`sirst.detect.Detector`."""
 
 from __future__ import annotations
 
