@@ -31,19 +31,11 @@ def _size(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from sirst.cli.options import ensure_output_dir
-    from sirst.data.synth import synthesize
+    from sirst.data.synth import check_destination, synthesize
 
-    out = Path(args.out)
-    if args.backgrounds is not None and not Path(args.backgrounds).is_dir():
-        raise ValueError(f"--backgrounds {args.backgrounds}: no such folder")
-    if out.is_dir() and not args.overwrite and any((out / d).is_dir() and any((out / d).iterdir())
-                                                   for d in ("images", "masks")):
-        raise ValueError(f"--out {out}: already holds a dataset (images/, masks/); pass --overwrite to replace "
-                         "it, or another --out")
-    ensure_output_dir(out)
+    check_destination(args.out, args.backgrounds, args.overwrite)  # before the folder is made
+    ensure_output_dir(args.out)
     out = synthesize(
         args.out, args.num, seed=args.seed, size=args.size, backgrounds=args.backgrounds,
         scr=args.scr, targets=args.targets, workers=args.workers, progress=not args.quiet, hard_p=args.hard_p,

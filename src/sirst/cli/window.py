@@ -23,21 +23,10 @@ def _names(text: str) -> list[str]:
 
 
 def run_pack(args: argparse.Namespace) -> int:
-    from sirst.cli import CLIError
-    from sirst.data.pack import load_labelled, load_negatives, write_pack
+    from sirst.data.pack import pack_sources
 
-    if not args.dataset and not args.negatives:
-        raise CLIError("nothing to pack: give --dataset NAME=ROOT and/or --negatives NAME=ROOT[:IDS]")
-    sources = {}
-    for name, root in args.dataset:
-        sources[name] = load_labelled(root, args.split, args.subset)
-        print(f"{name}: {len(sources[name])} images of {root} ({sources[name].split})", flush=True)
-    for name, spec in args.negatives:
-        sources[name] = load_negatives(spec, args.crops_per_frame, args.crop_size)
-        print(f"{name}: {len(sources[name])} crops of {args.crop_size}x{args.crop_size} from {spec}", flush=True)
-    if len(sources) != len(args.dataset) + len(args.negatives):
-        raise CLIError("source names must be unique")
-    manifest = write_pack(args.out, sources)
+    manifest = pack_sources(args.out, args.dataset, args.negatives, args.split, args.subset, args.crops_per_frame,
+                            args.crop_size, log=lambda line: print(line, flush=True))
     for s in manifest["sources"]:
         print(f"  {s['name']:<16} {s['kind']:<10} {len(s['ids']):>5} images {s['bytes'] / 1e6:7.2f} MB")
     print(f"wrote {args.out}: {manifest['file_bytes'] / 1e6:.2f} MB ({manifest['file_bytes'] / 2**20:.2f} MiB), "
@@ -45,45 +34,13 @@ def run_pack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_args(args: argparse.Namespace, deadline: float) -> list[str]:
-    out = ["--plan", str(args.plan), "--pack", str(args.pack), "--out", str(args.out), "--deadline", f"{deadline:.3f}",
-           "--device", args.device]
-    if args.resume_from:
-        out += ["--resume-from", str(args.resume_from)]
-    if args.workers:
-        out += ["--workers", str(args.workers)]
-    return out
-
-
-def _check_inputs(args: argparse.Namespace) -> None:
-    import torch
-
-    from sirst.data.pack import read_manifest
-    from sirst.engine.window import SYNTH, load_plan
-
-    if args.device.split(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu or cuda[:i], got {args.device!r}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: CUDA is not available here (use --device cpu to try it on a CPU)")
-
-    plan = load_plan(args.plan)
-    available = {s["name"] for s in read_manifest(args.pack)["sources"]}
-    for r in plan.runs:
-        missing = [n for n in [*r.train, *r.val_extra] if n != SYNTH and n not in available]
-        if missing:
-            raise ValueError(f"{args.pack}: run {r.name!r} needs sources {missing}; the pack holds {sorted(available)}")
-    if args.resume_from and not Path(args.resume_from).is_dir():
-        raise FileNotFoundError(f"{args.resume_from}: --resume-from folder not found")
-
-
 def run_start(args: argparse.Namespace) -> int:
     from sirst.cli import CLIError
-    from sirst.engine.window_ctl import start_detached
+    from sirst.engine.window_ctl import start_window
 
-    _check_inputs(args)  # fail here, in the calling command, rather than in a detached log
     deadline = time.time() + 60.0 * args.minutes
     try:
-        pid = start_detached(args.out, _train_args(args, deadline))
+        pid = start_window(args.out, args.plan, args.pack, deadline, args.device, args.resume_from, args.workers)
     except RuntimeError as exc:
         raise CLIError(str(exc)) from exc
     print(f"window started: pid {pid}, log {Path(args.out) / 'window.log'}, stops by "
@@ -93,25 +50,12 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    import signal
-    import threading
+    from sirst.engine.window_ctl import check_window_inputs, train_in_foreground
 
-    from sirst.engine.window import load_plan, train_window
-
-    import sys
-
-    # The evaluator thread holds the GIL for up to the switch interval (5 ms by default) at a time;
-    # the launch loop needs it for ~0.1 ms per step, so switch more often.
-    sys.setswitchinterval(0.0005)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())  # finish the epoch, evaluate, save, exit
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # outlive the calling command's terminal
+    if args.deadline is None:  # started by hand, not by `sirst window start` (which checked)
+        check_window_inputs(args.plan, args.pack, args.device, args.resume_from)
     deadline = args.deadline if args.deadline is not None else time.time() + 60.0 * args.minutes
-    if args.deadline is None:
-        _check_inputs(args)
-    status = train_window(load_plan(args.plan), args.pack, args.out, deadline, device=args.device,
-                          resume_dir=args.resume_from, stop=stop, workers=args.workers)
+    status = train_in_foreground(args.plan, args.pack, args.out, deadline, args.device, args.resume_from, args.workers)
     return 0 if status["state"] == "done" else 1
 
 

@@ -22,6 +22,7 @@ import json
 import os
 import time
 import zipfile
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,6 +207,37 @@ def write_pack(path: str | os.PathLike, sources: dict[str, PackedSource], verify
     os.replace(tmp, path)
     manifest["file_bytes"] = path.stat().st_size
     return manifest
+
+
+def pack_sources(
+    path: str | os.PathLike,
+    datasets: Sequence[tuple[str, str]] = (),
+    negatives: Sequence[tuple[str, str]] = (),
+    split: str = "50_50",
+    subset: str = "train",
+    crops_per_frame: int = 1,
+    crop_size: int = 256,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Load labelled datasets (``(NAME, ROOT)``: :func:`load_labelled`) and crops of target-free frames
+    (``(NAME, ROOT[:IDS])``: :func:`load_negatives`) and write them to the pack file ``path``
+    (:func:`write_pack`); ``log`` tells each source as it is loaded. Returns the manifest.
+
+    Raises ``ValueError`` when there is nothing to pack or two sources share a name.
+    """
+    if not datasets and not negatives:
+        raise ValueError("nothing to pack: give --dataset NAME=ROOT and/or --negatives NAME=ROOT[:IDS]")
+    names = [name for name, _ in [*datasets, *negatives]]
+    if len(set(names)) != len(names):
+        raise ValueError(f"source names must be unique, got {sorted({n for n in names if names.count(n) > 1})} twice")
+    sources: dict[str, PackedSource] = {}
+    for name, root in datasets:
+        sources[name] = load_labelled(root, split, subset)
+        log(f"{name}: {len(sources[name])} images of {root} ({sources[name].split})")
+    for name, spec in negatives:
+        sources[name] = load_negatives(spec, crops_per_frame, crop_size)
+        log(f"{name}: {len(sources[name])} crops of {crop_size}x{crop_size} from {spec}")
+    return write_pack(path, sources)
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:

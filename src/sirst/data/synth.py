@@ -510,6 +510,18 @@ def _one(args: tuple[int, int, SynthConfig, list[Path] | None, float]) -> tuple[
     return sample_id, image, mask, targets
 
 
+def check_destination(out_dir: str | os.PathLike, backgrounds: str | os.PathLike | None = None,
+                      overwrite: bool = False) -> None:
+    """Raise before anything is written: ``backgrounds`` is not a folder, or ``out_dir`` already holds a
+    dataset (files in ``images/`` or ``masks/``) and ``overwrite`` is False."""
+    out = Path(out_dir)
+    if backgrounds is not None and not Path(backgrounds).is_dir():
+        raise FileNotFoundError(f"--backgrounds {backgrounds}: no such folder")
+    if not overwrite and out.is_dir() and any((out / d).is_dir() and any((out / d).iterdir()) for d in ("images", "masks")):
+        raise ValueError(f"--out {out}: already holds a dataset (images/, masks/); pass --overwrite to replace it, or "
+                         "another --out")
+
+
 def synthesize(
     out_dir: str | os.PathLike,
     num: int,
@@ -521,11 +533,13 @@ def synthesize(
     progress: bool = True,
     workers: int = 1,
     hard_p: float = 0.0,
+    overwrite: bool = True,
 ) -> Path:
     """Write a synthetic dataset in the standard layout and return its folder.
 
     ``hard_p``: fraction of images drawn with hard-negative clutter (:func:`make_hard_sample`: HUD graphics,
-    text, edges, lamps, hot pixels, sensor noise ...), half of them without any target.
+    text, edges, lamps, hot pixels, sensor noise ...), half of them without any target. ``overwrite=False``
+    refuses a folder that already holds a dataset (:func:`check_destination`).
 
     Creates ``images/<id>.png`` (8-bit), ``masks/<id>.png`` (0/255), ``50_50/train.txt`` and
     ``50_50/test.txt`` (a seeded half/half split) and ``targets.json`` (one record per target:
@@ -543,6 +557,7 @@ def synthesize(
         raise ValueError(f"--scr must be MIN,MAX with 0 <= MIN <= MAX, got {scr}")
     if not (1 <= targets[0] <= targets[1]):
         raise ValueError(f"--targets must be MIN,MAX with 1 <= MIN <= MAX, got {targets}")
+    check_destination(out_dir, backgrounds, overwrite)
     out = Path(out_dir)
     config = SynthConfig(size=size, scr=(float(scr[0]), float(scr[1])), targets=(int(targets[0]), int(targets[1])))
     bg_files = _load_backgrounds(Path(backgrounds)) if backgrounds is not None else None

@@ -89,6 +89,63 @@ def start_detached(out: str | os.PathLike, train_args: Sequence[str], settle_s: 
     return proc.pid
 
 
+def check_window_inputs(plan: str | os.PathLike, pack: str | os.PathLike, device: str = "cuda",
+                        resume_from: str | os.PathLike | None = None) -> None:
+    """Raise ``ValueError``/``FileNotFoundError`` before a window starts: a device that is not there, a plan
+    whose runs need sources the pack lacks, a missing ``resume_from`` folder."""
+    import torch
+
+    from sirst.data.pack import read_manifest
+    from sirst.engine.window import SYNTH, load_plan
+
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda[:i], got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available here (use --device cpu to try it on a CPU)")
+    available = {s["name"] for s in read_manifest(pack)["sources"]}
+    for r in load_plan(plan).runs:
+        missing = [n for n in [*r.train, *r.val_extra] if n != SYNTH and n not in available]
+        if missing:
+            raise ValueError(f"{pack}: run {r.name!r} needs sources {missing}; the pack holds {sorted(available)}")
+    if resume_from and not Path(resume_from).is_dir():
+        raise FileNotFoundError(f"{resume_from}: --resume-from folder not found")
+
+
+def start_window(out: str | os.PathLike, plan: str | os.PathLike, pack: str | os.PathLike, deadline: float,
+                 device: str = "cuda", resume_from: str | os.PathLike | None = None, workers: int | None = None) -> int:
+    """Check the inputs (:func:`check_window_inputs`, here rather than in a detached log), then train ``plan``
+    on ``pack`` into ``out`` until ``deadline`` (a ``time.time()``) in a detached ``sirst window train``
+    (:func:`start_detached`); returns its pid."""
+    check_window_inputs(plan, pack, device, resume_from)
+    args = ["--plan", str(plan), "--pack", str(pack), "--out", str(out), "--deadline", f"{deadline:.3f}", "--device", device]
+    if resume_from:
+        args += ["--resume-from", str(resume_from)]
+    if workers:
+        args += ["--workers", str(workers)]
+    return start_detached(out, args)
+
+
+def train_in_foreground(plan: str | os.PathLike, pack: str | os.PathLike, out: str | os.PathLike, deadline: float,
+                        device: str = "cuda", resume_from: str | os.PathLike | None = None,
+                        workers: int | None = None) -> dict[str, Any]:
+    """What a detached window runs (``sirst window train``): :func:`sirst.engine.window.train_window` in
+    this process, which ends its epochs, evaluates and saves on SIGTERM/SIGINT and outlives its terminal
+    (SIGHUP ignored). Returns the final status."""
+    import threading
+
+    from sirst.engine.window import load_plan, train_window
+
+    # The evaluator thread holds the GIL for up to the switch interval (5 ms by default) at a time;
+    # the launch loop needs it for ~0.1 ms per step, so switch more often.
+    sys.setswitchinterval(0.0005)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())  # finish the epoch, evaluate, save, exit
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # outlive the calling command's terminal
+    return train_window(load_plan(plan), pack, out, deadline, device=device, resume_dir=resume_from, stop=stop,
+                        workers=workers)
+
+
 def stop_window(out: str | os.PathLike, wait_s: float = 60.0) -> bool:
     """Ask a running window to stop (SIGTERM: each run ends its epoch, evaluates and saves) and wait up
     to ``wait_s`` for it; returns True when it has ended. Signals only the pid in ``OUT/window.pid``."""
