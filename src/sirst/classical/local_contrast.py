@@ -52,6 +52,15 @@ def _check_scales(scales: Sequence[int], name: str) -> list[int]:
     return out
 
 
+def _prepare(image: np.ndarray, scales: Sequence[int], name: str) -> tuple[np.ndarray, list[int], float, np.ndarray]:
+    """What TLLCM and WSLCM start from: the image, its checked scales, a small epsilon relative to its
+    mean level, and the Gaussian-enhanced image (sigma 0.8)."""
+    img = as_image(image)
+    sizes = _check_scales(scales, name)
+    eps = _EPS_REL * max(float(np.abs(img).mean()), 1e-12)
+    return img, sizes, eps, ndimage.gaussian_filter(img, sigma=0.8, truncate=2.5)
+
+
 def tllcm(image: np.ndarray, scales: Sequence[int] = (3, 5, 7, 9), k: int = 9) -> np.ndarray:
     """Multiscale tri-layer local contrast measure (TLLCM).
 
@@ -75,10 +84,7 @@ def tllcm(image: np.ndarray, scales: Sequence[int] = (3, 5, 7, 9), k: int = 9) -
     Returns:
         ``(H, W)`` float32 non-negative response.
     """
-    img = as_image(image)
-    sizes = _check_scales(scales, "tllcm")
-    eps = _EPS_REL * max(float(np.abs(img).mean()), 1e-12)
-    enhanced = ndimage.gaussian_filter(img, sigma=0.8, truncate=2.5)
+    img, sizes, eps, enhanced = _prepare(image, scales, "tllcm")
     out = np.zeros_like(img)
     for s in sizes:
         c_t = _top_k_mean(enhanced, s, k)
@@ -108,10 +114,7 @@ def wslcm(image: np.ndarray, scales: Sequence[int] = (3, 5, 7, 9)) -> np.ndarray
     Returns:
         ``(H, W)`` float32 non-negative response.
     """
-    img = as_image(image)
-    sizes = _check_scales(scales, "wslcm")
-    eps = _EPS_REL * max(float(np.abs(img).mean()), 1e-12)
-    enhanced = ndimage.gaussian_filter(img, sigma=0.8, truncate=2.5)
+    img, sizes, eps, enhanced = _prepare(image, scales, "wslcm")
     out = np.zeros_like(img)
     for s in sizes:
         m_t = ndimage.uniform_filter(enhanced, size=s, mode="reflect")

@@ -44,9 +44,16 @@ class InputRangeWarning(UserWarning):
     """The value range used to normalise an image leaves it nearly uniform, or spans few raw levels."""
 
 
-def _open(path: Path) -> Image.Image:
+def existing_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """``path`` as a ``Path``; ``FileNotFoundError`` (``"<path>: <what> not found"``) when it is no file."""
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
+        raise FileNotFoundError(f"{path}: {what} not found")
+    return path
+
+
+def _open(path: Path) -> Image.Image:
+    existing_file(path)
     try:
         img = Image.open(path)
         img.load()
@@ -229,9 +236,7 @@ def _warn_if_tiny(path: str, out: np.ndarray, lo: float, hi: float, how: str, in
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(H, W)`` of an image from its header, without decoding the pixels."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
+    path = existing_file(path)
     try:
         with Image.open(path) as img:
             w, h = img.size

@@ -242,9 +242,9 @@ def pack_sources(
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """The manifest of a pack (names, kinds, ids and sizes of its sources) without decoding images."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: pack file not found")
+    from sirst.data.io import existing_file
+
+    path = existing_file(path, "pack file")
     try:
         with zipfile.ZipFile(path) as zf:
             manifest = json.loads(zf.read("manifest.json"))

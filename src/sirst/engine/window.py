@@ -360,18 +360,23 @@ class _CudaEvent:
         return other.event.elapsed_time(self.event) / 1000.0
 
 
+def _map_tensors(fn: Callable[[torch.Tensor], Any], obj: Any) -> Any:
+    """``obj`` with ``fn`` applied to every tensor inside its dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(fn, v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_map_tensors(fn, v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_map_tensors(fn, v) for v in obj)
+    return obj
+
+
 def _cpu_clone(obj: Any) -> Any:
     """Deep copy with every tensor copied to the CPU (a snapshot the writer thread can save while
     training goes on)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _cpu_clone(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_cpu_clone(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_cpu_clone(v) for v in obj)
-    return obj
+    return _map_tensors(lambda t: t.detach().to("cpu", copy=True), obj)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -399,23 +404,19 @@ class _Frozen:
         return self._state
 
 
+def _host_copy(t: torch.Tensor) -> torch.Tensor:
+    if t.is_cuda:
+        buf = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        buf.copy_(t.detach(), non_blocking=True)
+        return buf
+    return t.detach().clone()
+
+
 def _async_copy(obj: Any) -> Any:
     """Copy every tensor of ``obj`` to host memory without waiting: CUDA tensors into pinned buffers
     with non-blocking copies on the current stream (valid once an event recorded after it has
     completed), CPU tensors cloned."""
-    if isinstance(obj, torch.Tensor):
-        if obj.is_cuda:
-            buf = torch.empty(obj.shape, dtype=obj.dtype, pin_memory=True)
-            buf.copy_(obj.detach(), non_blocking=True)
-            return buf
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return {k: _async_copy(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_async_copy(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_async_copy(v) for v in obj)
-    return obj
+    return _map_tensors(_host_copy, obj)
 
 
 class _Run:

@@ -57,19 +57,34 @@ def evaluate_state(
     progress: bool = True,
     desc: str = "eval",
     optimize: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, Any]:
-    """Predict every item of ``dataset`` and return the raw metric counts (``SirstMetrics.state()``).
+    """Predict the items of ``dataset`` (of this ``shard``) and return the raw metric counts
+    (``SirstMetrics.state()``); the counts of disjoint shards add up (:func:`merge_metric_states`) to
+    those of the whole set.
 
-    The counts of disjoint shards add up (:func:`merge_metric_states`) to those of the whole set.
-    Arguments as in :func:`evaluate_dataset`.
+    Args:
+        model: a network following the forward contract (eval mode -> logits ``(N, 1, H, W)``);
+            it is put in ``eval()`` mode and restored to its previous mode afterwards. A
+            ``min_peak_logit`` attribute gates weak targets as :class:`sirst.detect.Detector` does.
+        dataset: items ``{"image": (C, H, W), "mask": (1, H, W), "id": str, "size": (H0, W0)}``
+            (a :class:`sirst.data.SirstDataset` in ``mode="eval"``, or a ``Subset`` of one).
+        batch_size: images per forward; only images of equal padded size are batched together.
+        protocol: metrics protocol, ``"exact"`` or ``"reference"``.
+        optimize: predict with :func:`sirst.detect.optimize.optimize_for_inference` (BN folded,
+            channels_last, inference mode; ``amp`` -> bf16 autocast) instead of the model as it is.
+        shard: ``(rank, world_size)``: this process evaluates the images ``rank, rank + world_size, ...``.
     """
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
     from sirst.metrics import SirstMetrics
     from sirst.targets import gate_weak_components
 
+    rank, world_size = shard
+    if world_size > 1:
+        dataset = Subset(dataset, list(range(rank, len(dataset), world_size)))
     device = torch.device(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_list_collate)
     metrics = SirstMetrics(threshold=0.0, protocol=protocol)  # logits: threshold 0 = probability 0.5
@@ -117,49 +132,24 @@ def merge_metric_states(states: Sequence[dict[str, Any]], protocol: str = "exact
 def evaluate_dataset(
     model: Any,
     dataset: Any,
-    device: Any = "cpu",
-    batch_size: int = 1,
-    workers: int = 0,
-    amp: bool = False,
-    channels_last: bool = False,
-    protocol: str = "exact",
-    progress: bool = True,
-    desc: str = "eval",
-    optimize: bool = True,
-    shard: tuple[int, int] = (0, 1),
     gather: Callable[[dict[str, Any]], Sequence[dict[str, Any]]] | None = None,
+    **options: Any,
 ) -> dict[str, float]:
     """Run ``model`` over ``dataset`` and return :meth:`sirst.metrics.SirstMetrics.compute` plus ``seconds``.
 
     Args:
-        model: a network following the forward contract (eval mode -> logits ``(N, 1, H, W)``);
-            it is put in ``eval()`` mode and restored to its previous mode afterwards. A
-            ``min_peak_logit`` attribute gates weak targets as :class:`sirst.detect.Detector` does.
-        dataset: items ``{"image": (C, H, W), "mask": (1, H, W), "id": str, "size": (H0, W0)}``
-            (a :class:`sirst.data.SirstDataset` in ``mode="eval"``, or a ``Subset`` of one).
-        batch_size: images per forward; only images of equal padded size are batched together.
-        protocol: metrics protocol, ``"exact"`` or ``"reference"``.
-        optimize: predict with :func:`sirst.detect.optimize.optimize_for_inference` (BN folded,
-            channels_last, inference mode; ``amp`` -> bf16 autocast) instead of the model as it is.
-        shard: ``(rank, world_size)``: this process evaluates the images ``rank, rank + world_size, ...``.
         gather: takes this shard's counts and returns every shard's (in rank order), e.g. an
             all-gather across processes; every caller then returns the same result. ``None``: this
             shard's counts alone.
+        options: those of :func:`evaluate_state` (``device``, ``batch_size``, ``protocol``, ``shard``, ...).
 
     Returns:
         Flat dict of floats (``iou``, ``niou``, ``pd``, ``fa``, ... see ``SirstMetrics.compute``) and
         ``seconds`` (wall time of this evaluation).
     """
-    from torch.utils.data import Subset
-
-    rank, world_size = shard
     start = time.perf_counter()
-    part = dataset if world_size == 1 else Subset(dataset, list(range(rank, len(dataset), world_size)))
-    state = evaluate_state(
-        model, part, device=device, batch_size=batch_size, workers=workers, amp=amp,
-        channels_last=channels_last, protocol=protocol, progress=progress, desc=desc, optimize=optimize,
-    )
-    out = merge_metric_states(gather(state) if gather is not None else [state], protocol)
+    state = evaluate_state(model, dataset, **options)
+    out = merge_metric_states(gather(state) if gather is not None else [state], options.get("protocol", "exact"))
     out["seconds"] = time.perf_counter() - start
     return out
 

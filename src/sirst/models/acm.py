@@ -86,8 +86,9 @@ class AsymBiFusion(nn.Module):
         return self.post(2 * low * self.topdown(high) + 2 * high * self.bottomup(low))
 
 
+@register_model("acm")
 class ACM(SirstModel):
-    """ACM U-Net with AsymBi fusion.
+    """ACM U-Net with AsymBi fusion (Dai et al., WACV 2021); its defaults are the paper's and registered as ``acm``.
 
     Args:
         in_channels: input channels (3 = grayscale copied, or 1).
@@ -146,14 +147,3 @@ class ACM(SirstModel):
         up2 = self.uplayer2(self.fuse2(self.deconv2(c3), c2))
         up1 = self.uplayer1(self.fuse1(self.deconv1(up2), c1))
         return F.interpolate(self.head(up1), size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
-@register_model("acm")
-def acm(
-    in_channels: int = 3,
-    channels: Sequence[int] = (8, 16, 32, 64),
-    blocks: Sequence[int] = (4, 4, 4),
-    reduction: int = 4,
-) -> ACM:
-    """ACM (Dai et al., WACV 2021), U-Net + AsymBi, channels (8, 16, 32, 64), blocks (4, 4, 4)."""
-    return ACM(in_channels=in_channels, channels=channels, blocks=blocks, reduction=reduction)

@@ -95,8 +95,10 @@ class BottomUpLocalFusion(nn.Module):
         return self.bn_high(xh) * self.attention(xl) + xl
 
 
+@register_model("alcnet")
 class ALCNet(SirstModel):
-    """Attentional local contrast network (see the module docstring for the layout).
+    """Attentional local contrast network (see the module docstring for the layout); its defaults are those
+    of the authors' released model (widths (8, 16, 32, 64), 4 blocks, DLCM shift 13), registered as ``alcnet``.
 
     Args:
         in_channels: input channels (3 = grayscale copied, as the rest of sirst; 1 works).
@@ -167,15 +169,3 @@ class ALCNet(SirstModel):
         if out.shape[-2:] != size:
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
         return out
-
-
-@register_model("alcnet")
-def alcnet(
-    in_channels: int = 3,
-    channels: Sequence[int] = (8, 16, 32, 64),
-    blocks: Sequence[int] = (4, 4, 4),
-    shifts: Sequence[int] = (13,),
-    reduction: int = 1,
-) -> ALCNet:
-    """ALCNet, defaults of the authors' released model: widths (8, 16, 32, 64), 4 blocks, DLCM shift 13."""
-    return ALCNet(in_channels=in_channels, channels=channels, blocks=blocks, shifts=shifts, reduction=reduction)
