@@ -162,3 +162,20 @@ def test_saved_prediction_errors_name_the_file(tiny_dataset, tmp_path, capsys, t
         evaluate_method(method, samples, progress=False)
     assert main(["eval-method", "--method", f"dnanet:{tiny_weights}", "--data", str(tiny_dataset)]) == 2
     assert "give one classical method or preds:DIR" in capsys.readouterr().err
+
+
+def test_detect_outputs_score_as_the_network_itself(tmp_path) -> None:
+    """`sirst detect --save-scores npy` then preds:DIR (scores or masks) gives the row of dnanet:WEIGHTS."""
+    from sirst.cli import main
+    from sirst.data.synth import synthesize
+
+    samples = load_samples(synthesize(tmp_path / "ds", 8, seed=3, size=64, progress=False))
+    det = tmp_path / "det"
+    assert main(["detect", *(str(s.image) for s in samples), "--weights", "nuaa", "--save-scores", "npy",
+                 "--precision", "fp32", "--backend", "torch", "--out", str(det), "--quiet"]) == 0
+    network = evaluate_method(parse_method("dnanet:nuaa"), samples, progress=False)
+    assert 0 < network.metrics["iou"] < 1 and 0 < network.metrics["pd"] < 1  # a real network, not all zeros
+    for folder in ("scores", "masks"):
+        saved = evaluate_method(parse_method(f"preds:{det / folder}"), samples, progress=False)
+        for key in ("iou", "niou", "pd", "fa"):
+            assert saved.metrics[key] == pytest.approx(network.metrics[key]), (folder, key)

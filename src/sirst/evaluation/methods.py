@@ -123,7 +123,7 @@ class ClassicalMethod(_MethodBase):
 
 
 class NetworkMethod(_MethodBase):
-    """A network checkpoint run through :class:`sirst.inference.Detector`; prediction = probability > 0.5."""
+    """A network checkpoint run through :class:`sirst.detect.Detector`; prediction = probability > 0.5."""
 
     kind = "network"
     threshold = "0.5"
@@ -131,7 +131,7 @@ class NetworkMethod(_MethodBase):
 
     def __init__(self, weights: str | os.PathLike, device: str = "cpu", name: str | None = None) -> None:
         from sirst.checkpoint import model_from_checkpoint
-        from sirst.inference import Detector
+        from sirst.detect import Detector
         from sirst.weights import resolve_weights
 
         path = resolve_weights(weights)  # a path, or a bundled name (nuaa, nudt)
