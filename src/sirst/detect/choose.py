@@ -209,8 +209,8 @@ def choose_path(
 
 #: Job size, in 256x256-frame equivalents (:func:`sirst.detect.inputs.job_work`), from which ``auto``
 #: measures the paths (:func:`choose_path`) before running: the measurement costs about as much as
-#: 150 frames of the job on the fastest path (docs/performance.md, "The first run"), so it is run
-#: only where that is at most 5 % of the job; smaller jobs follow :func:`rule_path`.
+#: 145-340 frames of the job on the fastest path (docs/performance.md, "The first run"), so it is run
+#: only where that is at most ~10 % of the job; smaller jobs follow :func:`rule_path`.
 MEASURE_MIN_WORK = 3000
 #: Job size from which ``auto`` pays a path's one-off costs on a machine where they are not paid yet:
 #: an ONNX export, OpenVINO's compile and the check against fp32 (6.7 s on one core, what 30 frames save
