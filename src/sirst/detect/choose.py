@@ -224,7 +224,7 @@ RULE_BATCH = 1
 #: Fastest first, as measured (docs/performance.md): with bf16 units (AMX, AVX512-BF16) and without.
 #: torch bf16 is left out without bf16 units (emulated, slower than fp32); OpenVINO bf16 there would
 #: run fp32 under a bf16 name, so its fp32 path stands in.
-RANKED_BF16 = ("openvino-bf16", "torch-bf16", "onnxruntime-fp32", "openvino-fp32", "torch-fp32")
+RANKED_BF16 = ("openvino-bf16", "torch-bf16", "openvino-fp32", "onnxruntime-fp32", "torch-fp32")
 RANKED_NO_BF16 = ("openvino-fp32", "onnxruntime-fp32", "torch-fp32")
 REFERENCE_PATH = PathSpec("torch", "fp32")
 
