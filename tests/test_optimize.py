@@ -194,3 +194,18 @@ def test_compiled_training_step_matches_eager():
         runner = torch.compile(net) if compiled else net
         losses.append([float(step.step(runner, batch, opts)["loss"]) for _ in range(3)])
     np.testing.assert_allclose(losses[1], losses[0], atol=1e-4)
+
+
+def test_cpu_micro_batches_give_the_whole_batch_result():
+    model = create_model("dnanet", channel_size="one", backbone="resnet10").eval()
+    x = torch.randn(5, 3, 32, 48)
+    split = optimize_for_inference(model, "cpu")  # micro-batches of 1 on the CPU by default
+    whole = optimize_for_inference(model, "cpu", micro_batch=0)
+    pairs = optimize_for_inference(model, "cpu", micro_batch=2)
+    assert split.micro_batch == 1 and whole.micro_batch == 0
+    ref = whole(x)
+    for out in (split(x), pairs(x)):
+        assert out.shape == (5, 1, 32, 48)
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="micro_batch"):
+        optimize_for_inference(model, "cpu", micro_batch=-1)

@@ -39,7 +39,7 @@ from sirst.bench import (
 )
 from sirst.weights import resolve_weights
 
-INFERENCE_VARIANTS: tuple[str, ...] = ("eager", "fold", "fold_cl", "bf16", "fp16", "onnxruntime", "onnxruntime_int8",
+INFERENCE_VARIANTS: tuple[str, ...] = ("eager", "fold", "fold_cl_whole", "fold_cl", "bf16", "fp16", "onnxruntime", "onnxruntime_int8",
                                        "openvino_fp32", "openvino_bf16", "openvino_int8", "compile",
                                        "compile_bf16", "cuda_graphs_fp16", "cuda_graphs_bf16")
 #: Variants that are a :class:`sirst.detect.backends.PathSpec` (what ``sirst detect --precision/--backend`` runs).
@@ -103,7 +103,7 @@ def default_variants(device: torch.device, compile_: bool) -> tuple[str, ...]:
     else:
         from sirst.detect.backends import backend_available
 
-        out = ["eager", "fold", "fold_cl", "bf16"]
+        out = ["eager", "fold", "fold_cl_whole", "fold_cl", "bf16"]
         if backend_available("onnxruntime"):
             out += ["onnxruntime", "onnxruntime_int8"]
         if backend_available("openvino"):
@@ -117,7 +117,8 @@ VARIANT_LABELS: dict[str, tuple[str, str]] = {
     # name: (label, precision)
     "eager": ("sirst eager (inference_mode, BN, NCHW)", "fp32"),
     "fold": ("+ BN folded", "fp32"),
-    "fold_cl": ("+ BN folded + channels_last [default]", "fp32"),
+    "fold_cl_whole": ("+ BN folded + channels_last (whole batch per forward)", "fp32"),
+    "fold_cl": ("+ BN folded + channels_last + CPU micro-batches of 1 [default]", "fp32"),
     "bf16": ("BN folded + channels_last + bf16 autocast", "bf16"),
     "fp16": ("BN folded + channels_last + fp16 autocast", "fp16"),
     "onnxruntime": ("ONNX Runtime (CPU EP, BN folded)", "fp32"),
@@ -195,8 +196,9 @@ def build_variant(
         # The user cache: the ONNX export and the INT8 model are made once per weights, as for sirst detect.
         return build_runner(model, PathSpec.parse(DEPLOY_VARIANTS[name]), threads)
     kwargs: dict[str, Any] = {
-        "eager": dict(fold_bn=False, channels_last=False),
-        "fold": dict(channels_last=False),
+        "eager": dict(fold_bn=False, channels_last=False, micro_batch=0),
+        "fold": dict(channels_last=False, micro_batch=0),
+        "fold_cl_whole": dict(micro_batch=0),
         "fold_cl": dict(),
         "bf16": dict(precision="bf16"),
         "fp16": dict(precision="fp16"),
