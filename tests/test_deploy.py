@@ -292,3 +292,20 @@ def test_pipeline_keeps_input_order_and_counts_stage_times(tmp_path):
     ids = [r.split(",")[0] for r in rows]
     assert ids == sorted(ids) and len(ids) > 0
     assert summary.seconds["total"] >= summary.seconds["infer"] > 0
+
+
+def test_detect_cli_records_the_rule_and_the_job_size(tmp_path, cache):
+    from sirst.checkpoint import save_checkpoint
+    from sirst.cli import main
+
+    torch.manual_seed(0)
+    kwargs = {"backbone": "resnet10", "channel_size": "one", "in_channels": 1}
+    net = create_model("dnanet", **kwargs)
+    save_checkpoint({"model_name": "dnanet", "model_kwargs": kwargs, "state_dict": net.state_dict()}, tmp_path / "w.pt")
+    _frames(tmp_path / "in", 3)
+    assert main(["detect", str(tmp_path / "in"), "--weights", str(tmp_path / "w.pt"), "--out", str(tmp_path / "o"),
+                 "--quiet", "--no-overlays"]) == 0
+    info = json.loads((tmp_path / "o" / "summary.json").read_text())["inference"]
+    assert info["path"] == "torch-fp32" and info["how"] == "rule: the reference path"
+    assert info["job_256px_frames"] == round(3 * 32 * 32 / 65536, 2) and info["batch_size"] == RULE_BATCH
+    assert not (cache / "choices").exists() and not (cache / "models").exists()  # nothing measured or exported

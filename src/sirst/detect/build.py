@@ -109,7 +109,7 @@ def load_detector(
     det.description = {"path": str(choice.spec), "batch_size": choice.batch_size, "threads": threads,
                        "how": ("cached measurement" if choice.cached else choice.source)
                        if precision == "auto" or backend == "auto" else "given",
-                       "job_256px_frames": None if work is None else round(work, 1),
+                       "job_256px_frames": None if work is None else round(work, 2),
                        "ms_per_256px_image": choice.ms_per_img, "measured": choice.measured, "verified": choice.verified}
     return det
 

@@ -40,6 +40,7 @@ from sirst.detect.backends import (
 from sirst.detect.check import network_batch, same_detections, synthetic_images
 from sirst.detect.optimize import in_channels_of
 
+
 def auto_candidates(backend: str = "auto", bf16_units: bool | None = None) -> list[PathSpec]:
     """The paths ``--precision auto`` chooses among, fastest first for this CPU class
     (:func:`ranked_paths`): installed, of a gated precision (:data:`AUTO_PRECISIONS`), less those
@@ -55,6 +56,9 @@ def auto_candidates(backend: str = "auto", bf16_units: bool | None = None) -> li
     return paths
 
 
+# ------------------------------------------------------------------------------------------------
+# Measuring the paths
+# ------------------------------------------------------------------------------------------------
 
 
 @dataclass

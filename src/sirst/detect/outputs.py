@@ -106,8 +106,6 @@ def write_score_map(path: Path, score: np.ndarray, fmt: str) -> Path:
     return path
 
 
-
-
 def write_summary(summary: DetectionSummary, weights: str, inference: dict) -> dict:
     """Write ``summary.json`` next to the other outputs (counts, the weights, how the network ran,
     each stage's busy seconds) and return what was written."""

@@ -16,7 +16,15 @@ import numpy as np
 
 from sirst.detect.detector import Detector
 from sirst.detect.inputs import InputItem, count_frames, iter_inputs, list_inputs
-from sirst.detect.outputs import CSV_COLUMNS, SCORE_FORMATS, DetectionSummary, csv_rows, draw_overlay, save_png, write_score_map
+from sirst.detect.outputs import (
+    CSV_COLUMNS,
+    SCORE_FORMATS,
+    DetectionSummary,
+    csv_rows,
+    draw_overlay,
+    save_png,
+    write_score_map,
+)
 
 
 def run_detection(
