@@ -121,3 +121,12 @@ def normalise01(x: np.ndarray) -> np.ndarray:
 def soft_threshold(x: np.ndarray, tau: np.ndarray | float) -> np.ndarray:
     """Elementwise shrinkage ``sign(x) * max(|x| - tau, 0)`` (prox of ``tau * |.|_1``)."""
     return np.sign(x) * np.maximum(np.abs(x) - tau, 0.0)
+
+
+def patch_tensor(image: np.ndarray, patch: int, step: int, scale: float) -> tuple[np.ndarray, PatchGrid, np.ndarray]:
+    """The patch-tensor models' input: ``(img, grid, d)`` with ``img`` the ``(H, W)`` image times
+    ``scale`` (the grey levels their ``eps`` refers to), its patch grid, and the patches stacked as
+    the frontal slices of ``d`` ``(p, p, P)``."""
+    img = as_image(image) * scale
+    grid = make_grid(img.shape, patch, step)
+    return img, grid, np.moveaxis(extract_patches(img, grid), 0, -1)

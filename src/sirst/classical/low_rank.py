@@ -22,6 +22,7 @@ from sirst.classical._common import (
     extract_patches,
     make_grid,
     normalise01,
+    patch_tensor,
     reconstruct,
     soft_threshold,
     structure_tensor_eigs,
@@ -288,9 +289,7 @@ def ript_decompose(
     Returns:
         :class:`Decomposition` with ``(H, W)`` maps (in the units of ``image``).
     """
-    img = as_image(image) * grey_levels
-    grid = make_grid(img.shape, patch, step)
-    d = np.moveaxis(extract_patches(img, grid), 0, -1)  # (I, J, P)
+    img, grid, d = patch_tensor(image, patch, step, grey_levels)  # (I, J, P)
     l1, l2 = structure_tensor_eigs(img)
     w_ls = np.exp(h * np.moveaxis(extract_patches(normalise01(l1 - l2), grid), 0, -1))
     lam = lam_scale / np.sqrt(min(d.shape))
@@ -379,9 +378,7 @@ def pstnn_decompose(
     Returns:
         :class:`Decomposition` with ``(H, W)`` maps (in the units of ``image``).
     """
-    img = as_image(image) * grey_levels
-    grid = make_grid(img.shape, patch, step)
-    d = np.moveaxis(extract_patches(img, grid), 0, -1)  # (p, p, P)
+    img, grid, d = patch_tensor(image, patch, step, grey_levels)  # (p, p, P)
     l1, l2 = structure_tensor_eigs(img)
     corner = normalise01(l1 * l2 / np.maximum(l1 + l2, 1e-12))
     # Floor: flat regions (corner strength 0) get a huge but finite weight.

@@ -47,7 +47,7 @@ import logging
 
 import numpy as np
 
-from sirst.classical._common import as_image, extract_patches, make_grid, reconstruct, soft_threshold
+from sirst.classical._common import as_image, patch_tensor, reconstruct, soft_threshold
 from sirst.classical.low_rank import GREY_LEVELS, Decomposition
 
 logger = logging.getLogger(__name__)
@@ -267,9 +267,7 @@ def mslstipt_decompose(
     Returns:
         :class:`~sirst.classical.low_rank.Decomposition` with ``(H, W)`` maps in the image's units.
     """
-    img = as_image(image) * grey_levels
-    grid = make_grid(img.shape, patch, step)
-    d = np.moveaxis(extract_patches(img, grid), 0, -1)  # (p, p, P)
+    img, grid, d = patch_tensor(image, patch, step, grey_levels)  # (p, p, P)
     background, target, it, res, ok = decompose_tensor(d, **params)  # type: ignore[arg-type]
     t = reconstruct(np.moveaxis(target, -1, 0), grid, "mean") / grey_levels
     b = reconstruct(np.moveaxis(background, -1, 0), grid, "mean") / grey_levels
