@@ -63,12 +63,19 @@ MODELS = {
                 "frames); about 1,090 samples per epoch. From epoch 8 on, half the negative crops are placed on "
                 "bright small structures of the frames (white top-hat maxima: lamps, lit windows, glints) and a "
                 "cross-entropy term (weight 2) joins Soft-IoU, whose gradient vanishes on confident false alarms. "
+                "From epoch 12 on, the run's hard crops sit on the 252 places where the epoch-10 model fired on "
+                "the training frames (`negatives_mined_e10.csv`). "
                 "Both test splits and `negatives_check.txt` never seen",
         "hardware": "one core of this project's 2-core CPU (`taskset -c 0`, one thread), bf16 autocast, channels_last",
         "minutes": None,  # filled from the run's metrics
         "selection": "best IoU over the union of the two validation carves and 44 fixed native-scale crops of 11 "
                      "held-out target-free frames (`negatives_val.txt`): false alarms there enlarge the union, so "
-                     "the selection penalises them; checked every epoch",
+                     "the selection penalises them; checked every epoch. Before bundling, a new best must also not "
+                     "alarm more on the 11 whole validation frames at the same carve Pd (`calibrate_gate.py`'s tables, "
+                     "docs/model_card_results/general_gate*.json). Epoch 10 stays bundled: at carve Pd 77.7 it "
+                     "alarms in 8 frames with 13 false targets, epoch 14 (validation IoU 55.92 %) in 10 with 22; "
+                     "epoch 15 reaches epoch 10's point at Pd 75.0 (6 frames, 9 false targets), no better; epoch 16 "
+                     "in 10 with 23",
         "command": "python scripts/continue_run.py general --minutes M --bundle",
         "recipe": "src/sirst/recipes/general/train.yaml (Adam lr 2e-4, cosine over 40 epochs, batch 8)",
         "gate": "the largest gate that gives up at most 2 Pd points on the validation carves "
