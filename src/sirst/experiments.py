@@ -391,13 +391,19 @@ def _run_kind(recipe: Recipe, data: Path, opts: ExperimentOptions) -> tuple[list
 
         now = time.monotonic()
         overall = None if opts.time_budget is None else now + opts.time_budget
+        cache = Path(opts.out) / "classical"
         for c in recipe.classical:
-            if not _selected(opts, c, "classical"):
+            selected = _selected(opts, c, "classical")
+            # A row --only leaves out keeps its place in the table when its cache holds some of it: running
+            # one row must not drop the others from the table.
+            if not selected and not (cache / f"{c}.json").is_file():
                 continue
             # A method past the budget still reports what its cache holds (pending row).
             now = time.monotonic()
             limits = [t for t in (overall, None if opts.method_budget is None else now + opts.method_budget) if t is not None]
-            res = evaluate_classical_cached(c, samples, Path(opts.out) / "classical", "adaptive", opts.jobs, opts.progress,
+            if not selected:
+                limits = [now]  # start nothing for it
+            res = evaluate_classical_cached(c, samples, cache, "adaptive", opts.jobs, opts.progress,
                                             min(limits) if limits else None)
             results.append(res)
     for entry in recipe.networks:
