@@ -388,6 +388,7 @@ def _run_kind(recipe: Recipe, data: Path, opts: ExperimentOptions) -> tuple[list
     samples = load_samples(data, "auto", "test", recipe.max_test_images)
     if recipe.kind == "compare":
         from sirst.evaluation import evaluate_classical_cached
+        from sirst.evaluation.harness import cache_path
 
         now = time.monotonic()
         overall = None if opts.time_budget is None else now + opts.time_budget
@@ -396,7 +397,7 @@ def _run_kind(recipe: Recipe, data: Path, opts: ExperimentOptions) -> tuple[list
             selected = _selected(opts, c, "classical")
             # A row --only leaves out keeps its place in the table when its cache holds some of it: running
             # one row must not drop the others from the table.
-            if not selected and not (cache / f"{c}.json").is_file():
+            if not selected and not cache_path(cache, c).is_file():
                 continue
             # A method past the budget still reports what its cache holds (pending row).
             now = time.monotonic()
