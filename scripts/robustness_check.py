@@ -30,7 +30,7 @@ CROPS_PER_FRAME = 4
 SEED = 2026
 
 
-def check(weights: str, negatives: Path, device: str = "cpu", progress: bool = True) -> dict:
+def check(weights: str, negatives: Path, device: str = "cpu", progress: bool = True, verify: bool = True) -> dict:
     """Run both measurements for ``weights``; returns a flat dict of results."""
     from tqdm import tqdm
 
@@ -43,7 +43,7 @@ def check(weights: str, negatives: Path, device: str = "cpu", progress: bool = T
     from sirst.metrics import SirstMetrics
     from sirst.targets import extract_targets
 
-    detector = Detector(model_from_checkpoint(weights, device), device=device)
+    detector = Detector(model_from_checkpoint(weights, device), device=device, verify=verify)
     ids = read_ids(CHECK_IDS)
     start = time.perf_counter()
     alarmed, components, fa_pixels, pixels = 0, 0, 0, 0
@@ -81,6 +81,7 @@ def check(weights: str, negatives: Path, device: str = "cpu", progress: bool = T
     m = metrics.compute()
     return {
         "weights": str(weights),
+        "verifier": detector.verifier.threshold if detector.verifier is not None else None,
         "negative_frames": len(ids),
         "fa_frames_per_100": 100.0 * alarmed / len(ids),
         "fa_components_per_frame": components / len(ids),
@@ -101,11 +102,12 @@ def main() -> None:
     parser.add_argument("--weights", nargs="+", default=["nuaa"])
     parser.add_argument("--negatives", default=str(ROOT.parent / "shared" / "data" / "SIRST-v2-negatives"))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-verifier", action="store_true", help="run without the weights' candidate verifier")
     parser.add_argument("--json", default=None, help="write the results here (a list, one dict per weights)")
     args = parser.parse_args()
     results = []
     for w in args.weights:
-        r = check(w, Path(args.negatives), args.device)
+        r = check(w, Path(args.negatives), args.device, verify=not args.no_verifier)
         results.append(r)
         if args.json:  # after every model, so a long run that is cut off keeps what it measured
             Path(args.json).write_text(json.dumps(results, indent=1))

@@ -98,6 +98,13 @@ def model_from_checkpoint(
     # The weights' per-target confidence gate (sirst.targets.gate_weak_components), chosen on their
     # validation data; detection and evaluation read it from the model (0: every target kept).
     model.min_peak_logit = float(ckpt.get("min_peak_logit") or 0.0)
+    # The weights' second stage (sirst.verify.Verifier), when bundled: it rejects the candidates that
+    # look like clutter; it runs on the CPU beside the network's output, whatever the device.
+    model.verifier = None
+    if ckpt.get("verifier"):
+        from sirst.verify import Verifier
+
+        model.verifier = Verifier(ckpt["verifier"], where)
     return model.to(device).eval()
 
 
@@ -221,9 +228,14 @@ def expand_training_state(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def half_weights(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """The bundled-weights layout: fp16 weights plus provenance (model, epoch, metrics, config) and
-    the per-target confidence gate ``min_peak_logit`` when the checkpoint has one."""
+    """The bundled-weights layout: fp16 weights plus provenance (model, epoch, metrics, config), the
+    per-target confidence gate ``min_peak_logit`` and the candidate ``verifier`` when the checkpoint
+    has them."""
     gate = {"min_peak_logit": float(ckpt["min_peak_logit"])} if ckpt.get("min_peak_logit") else {}
+    if ckpt.get("verifier"):
+        v = ckpt["verifier"]
+        gate["verifier"] = {**v, "state_dict": {k: t.half() if t.is_floating_point() else t
+                                                for k, t in v["state_dict"].items()}}
     return {
         "model_name": ckpt["model_name"],
         "model_kwargs": ckpt["model_kwargs"],

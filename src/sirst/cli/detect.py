@@ -35,7 +35,7 @@ def build_detector(args: argparse.Namespace):
         args.weights, device=args.device, precision=args.precision, backend=args.backend, threads=args.threads,
         batch_size=args.batch_size, compile=args.compile, calibration=args.calibration, remeasure=args.remeasure,
         work=work, threshold=args.threshold, tile=args.tile, overlap=args.overlap, max_pixels=args.max_pixels,
-        min_peak=args.min_peak, progress=None if args.quiet else _note)
+        min_peak=args.min_peak, verify=not args.no_verifier, progress=None if args.quiet else _note)
 
 
 def _inputs(args: argparse.Namespace) -> list[str]:
@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give images, folders or videos to detect on (or --samples for the bundled ones)")
     check_args(args)
     detector = build_detector(args)
-    info = {**getattr(detector, "description", {}), "min_peak_logit": detector.min_peak}
+    info = {**getattr(detector, "description", {}), "min_peak_logit": detector.min_peak,
+            "verifier_threshold": detector.verifier.threshold if detector.verifier is not None else None}
     if not args.quiet and info:
         _note(f"inference: {info.get('path')}, batch {info.get('batch_size')}, {info.get('threads', '?')} thread(s) "
               f"({info.get('how', 'given')})")
@@ -114,7 +115,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=probability, default=0.5, help="probability threshold in (0, 1) (default 0.5)")
     p.add_argument("--min-peak", type=non_negative_float, default=None, metavar="LOGIT",
                    help="confidence gate: keep a target only when its peak logit exceeds LOGIT (default: the "
-                        "weights' own gate, 6 for general, none for nuaa/nudt; 0 keeps every target)")
+                        "weights' own gate, 6 for general, none for nuaa/nudt; 0 keeps every target the "
+                        "network finds, with --no-verifier)")
+    p.add_argument("--no-verifier", action="store_true",
+                   help="skip the second stage that rejects candidates looking like clutter (bundled with "
+                        "general; nuaa/nudt have none)")
     p.add_argument("--bit-depth", type=int_at_least(1, 16), default=None, metavar="N",
                    help="the data's bit depth, e.g. 12: values are divided by 2^N-1 (default: automatic)")
     p.add_argument("--input-range", type=float_range(), nargs=2, default=None, metavar=("MIN", "MAX"),

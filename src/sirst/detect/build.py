@@ -40,6 +40,7 @@ def load_detector(
     overlap: int = 64,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_peak: float | None = None,
+    verify: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> Detector:
     """The Detector for ``weights`` (a bundled name, default ``general``; a ``.pt`` checkpoint; or an
@@ -58,7 +59,8 @@ def load_detector(
 
     check_options(weights, device, backend, precision)
     threads = threads or default_threads()
-    common = dict(threshold=threshold, tile=tile, overlap=overlap, max_pixels=max_pixels, min_peak=min_peak)
+    common = dict(threshold=threshold, tile=tile, overlap=overlap, max_pixels=max_pixels, min_peak=min_peak,
+                  verify=verify)
     if _is_onnx(weights):
         backend = backend if backend != "auto" else "onnxruntime"
         if device != "cpu":
@@ -79,6 +81,7 @@ def load_detector(
     model = model_from_checkpoint(resolve_weights(weights), "cpu" if device == "cpu" else device)
     if common["min_peak"] is None:  # the weights' own gate, also for the exported runners that lack the attribute
         common["min_peak"] = model.min_peak_logit
+    common["verifier"] = model.verifier  # likewise the weights' verifier (None: none bundled)
     torch.set_num_threads(threads)
     if device != "cpu" or compile or precision == "fp16":
         # GPUs and the compiled/fp16 paths run through torch as asked; nothing is measured for them.

@@ -33,6 +33,7 @@ from scipy.special import expit
 from sirst.data.io import to_network_input
 from sirst.detect.optimize import OptimizedModel, in_channels_of, optimize_for_inference
 from sirst.targets import Target, extract_targets, gate_weak_components
+from sirst.verify import Verifier
 
 #: Input pixels per forward pass (N x H x W after padding): DNANet peaks at ~1.75 GB of activations per
 #: million pixels on the CPU (ONNX Runtime ~1.9 GB), so 2**18 keeps `sirst detect` under 1.5 GB RSS
@@ -75,6 +76,10 @@ class Detector:
             peak logit is not above it are dropped from every output
             (:func:`sirst.targets.gate_weak_components`). ``None`` (default): the gate bundled with
             the weights (``model.min_peak_logit``, set by ``model_from_checkpoint``; else 0, no gate).
+        verifier: the second stage (:class:`sirst.verify.Verifier`) that drops the targets passing
+            the gate whose image and logits around the peak look like clutter. ``None`` (default):
+            the weights' own (``model.verifier``, set by ``model_from_checkpoint``), if any.
+        verify: ``False`` runs without any verifier (the network's targets, gated by ``min_peak``).
     """
 
     def __init__(
@@ -90,6 +95,8 @@ class Detector:
         precision: str = "fp32",
         compile: bool = False,
         min_peak: float | None = None,
+        verifier: Verifier | None = None,
+        verify: bool = True,
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold is a probability in (0, 1), got {threshold}")
@@ -110,6 +117,7 @@ class Detector:
         self.in_channels = in_channels_of(model)
         # Read before optimize_for_inference replaces the model by a copy.
         self.min_peak = float(getattr(model, "min_peak_logit", 0.0) if min_peak is None else min_peak)
+        self.verifier = (verifier or getattr(model, "verifier", None)) if verify else None
         if isinstance(model, nn.Module) and not isinstance(model, OptimizedModel):
             if optimize:
                 model = optimize_for_inference(model, self.device, precision=precision, compile=compile)
@@ -161,7 +169,7 @@ class Detector:
 
         Pieces of the same padded shape share forward passes of at most ``batch_size`` pieces and
         ``max_pixels`` pixels; inputs are built only when their batch runs (bounded memory). Targets
-        that fail the confidence gate (``min_peak``) come back at ``sirst.targets.GATED_LOGIT``.
+        that fail the confidence gate (``min_peak``) or the verifier come back at ``sirst.targets.GATED_LOGIT``.
         """
         sums = [np.zeros(g.shape, np.float32) for g in images]
         counts = [np.zeros(g.shape, np.float32) for g in images]
@@ -181,8 +189,11 @@ class Detector:
                     counts[k][y : y + th, x : x + tw] += 1
         for k in range(len(images)):
             sums[k] /= counts[k]
-        # The gate runs on the stitched frame, so a target cut by tile borders is judged whole.
-        return [gate_weak_components(s, self.min_peak) for s in sums]
+        # The gate and the verifier run on the stitched frame, so a target cut by tile borders is judged whole.
+        gated = [gate_weak_components(s, self.min_peak) for s in sums]
+        if self.verifier is not None:
+            gated = [self.verifier.gate(image, g) for image, g in zip(images, gated)]
+        return gated
 
     # -- public ----------------------------------------------------------------------------------
 

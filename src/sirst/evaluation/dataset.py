@@ -66,7 +66,8 @@ def evaluate_state(
     Args:
         model: a network following the forward contract (eval mode -> logits ``(N, 1, H, W)``);
             it is put in ``eval()`` mode and restored to its previous mode afterwards. A
-            ``min_peak_logit`` attribute gates weak targets as :class:`sirst.detect.Detector` does.
+            ``min_peak_logit`` attribute gates weak targets, and a ``verifier`` one rejects candidates, as
+            :class:`sirst.detect.Detector` does.
         dataset: items ``{"image": (C, H, W), "mask": (1, H, W), "id": str, "size": (H0, W0)}``
             (a :class:`sirst.data.SirstDataset` in ``mode="eval"``, or a ``Subset`` of one).
         batch_size: images per forward; only images of equal padded size are batched together.
@@ -79,6 +80,7 @@ def evaluate_state(
     from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
+    from sirst.data.io import from_network_input
     from sirst.metrics import SirstMetrics
     from sirst.targets import gate_weak_components
 
@@ -89,6 +91,7 @@ def evaluate_state(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_list_collate)
     metrics = SirstMetrics(threshold=0.0, protocol=protocol)  # logits: threshold 0 = probability 0.5
     gate = float(getattr(model, "min_peak_logit", 0.0))  # as the Detector applies it
+    verifier = getattr(model, "verifier", None)
     was_training = model.training
     model.eval()
     try:
@@ -112,6 +115,9 @@ def evaluate_state(
                         logits = predict_logits(model, images, amp=amp, channels_last=channels_last).cpu().numpy()
                     scores = [gate_weak_components(logits[i, 0, : s["size"][0], : s["size"][1]], gate)
                               for i, s in enumerate(group)]
+                    if verifier is not None:
+                        scores = [verifier.gate(from_network_input(s["image"])[: s["size"][0], : s["size"][1]], sc)
+                                  for s, sc in zip(group, scores)]
                     masks = [s["mask"][0, : s["size"][0], : s["size"][1]].numpy() for s in group]
                     metrics.update(scores, masks)
     finally:
