@@ -592,3 +592,31 @@ def test_quiet_means_the_same_in_every_command():
         assert "progress" in quiet[0].help, name
     check = next(a for a in sub.choices["data"]._actions if a.dest == "data_command").choices["check"]
     assert any("--quiet" in a.option_strings for a in check._actions)
+
+
+def test_a_command_gets_a_parser_of_its_own_and_anything_else_the_full_one():
+    from sirst.cli import build_parser
+
+    def commands(parser):
+        return set(next(a for a in parser._actions if a.dest == "command").choices)
+
+    full = commands(build_parser())
+    assert commands(build_parser("detect")) == {"detect"}  # sirst detect does not import the training code
+    assert build_parser("detect").parse_args(["detect", "x.png", "--quiet"]).quiet
+    for other in ("classical", "detct", "--help", None):  # no sub-command of that name: every one, for the message
+        assert commands(build_parser(other)) == full
+
+
+def test_only_the_program_skips_the_last_garbage_collections(monkeypatch, tmp_path):
+    import gc
+
+    from sirst.cli import main
+
+    argv = ["detect", "--out", str(tmp_path / "o"), "--quiet"]  # no inputs: an error, after the command ran
+    before = gc.get_freeze_count()
+    assert main(argv) == 2 and gc.get_freeze_count() == before  # called as a library: untouched
+    monkeypatch.setattr(sys, "argv", ["sirst", *argv])
+    try:
+        assert main() == 2 and gc.get_freeze_count() > 0  # the program: its objects left to the exit
+    finally:
+        gc.unfreeze()

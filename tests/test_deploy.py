@@ -53,6 +53,12 @@ def test_weights_digest_follows_the_weights(tiny):
     other = create_model("dnanet", channel_size="one", backbone="resnet10").eval()
     assert weights_digest(tiny) == weights_digest(tiny)
     assert weights_digest(tiny) != weights_digest(other)
+    before = weights_digest(tiny)  # remembered for unchanged weights: changed in place, hashed again
+    with torch.no_grad():
+        next(tiny.parameters()).add_(1.0)
+    assert weights_digest(tiny) != before
+    tiny.load_state_dict(other.state_dict())
+    assert weights_digest(tiny) == weights_digest(other)
 
 
 def test_choice_is_measured_once_and_then_read_from_the_cache(tiny, cache):
@@ -83,6 +89,61 @@ def test_a_path_whose_targets_differ_from_fp32_is_not_chosen(tiny, cache, monkey
     choice = choose_path(tiny, [PathSpec("torch", "fp32"), PathSpec("torch", "bf16")], 1, (1,), cache=cache)
     assert choice.spec == PathSpec("torch", "fp32")
     assert choice.verified["torch-bf16"] != "ok" and "torch-bf16" not in choice.measured
+
+
+def test_shipped_fp32_masks_are_what_fp32_gives_here_for_every_bundled_weights():
+    from sirst.checkpoint import model_from_checkpoint
+    from sirst.detect.check import same_detections
+    from sirst.detect.choose import _verification_batch, fp32_masks, shipped_fp32_masks
+    from sirst.weights import bundled_names
+
+    for name in bundled_names():
+        model = model_from_checkpoint(name, "cpu")
+        x = _verification_batch(3, 2)
+        shipped = shipped_fp32_masks(model, x)
+        assert shipped is not None, f"{name}: no fp32 masks shipped for these weights; run scripts/write_fp32_check.py"
+        check = same_detections(fp32_masks(model, x, threads=1), shipped)
+        assert check.same_targets and check.targets > 0, (name, check)  # the check frames have targets to compare
+
+
+@pytest.fixture
+def shipped_tiny(tiny, tmp_path, monkeypatch):
+    """The tiny model's fp32 check masks, shipped as the bundled weights' are; computing them here fails."""
+    import sirst.detect.choose as choose
+    from sirst.detect.check import pack_masks
+
+    x = choose._verification_batch(3, 2)
+    table = tmp_path / "fp32_check.json"
+    table.write_text(json.dumps({choose.fp32_check_key(tiny, x): pack_masks(choose.fp32_masks(tiny, x, 1))}))
+    monkeypatch.setattr(choose, "FP32_CHECK_FILE", table)
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("fp32 ran although its masks are shipped")
+
+    monkeypatch.setattr(choose, "fp32_masks", not_here)
+    return tiny
+
+
+def test_the_check_reads_shipped_fp32_masks_and_still_rejects_a_path_that_disagrees(shipped_tiny, cache, monkeypatch):
+    import sirst.detect.choose as choose
+
+    assert choose.verify_path(shipped_tiny, TB, 1, cache)[0] == "ok"  # fp32 not run (it would fail the check)
+    real = choose.build_runner
+
+    def flipped(model, spec, *args, **kwargs):
+        run = real(model, spec, *args, **kwargs)
+        return (lambda x: -run(x)) if spec.precision == "bf16" else run
+
+    monkeypatch.setattr(choose, "build_runner", flipped)
+    verdict, runner = choose.verify_path(shipped_tiny, TB, 1, cache / "again")
+    assert verdict.startswith("DIFFERENT") and runner is not None
+
+
+def test_masks_survive_packing():
+    from sirst.detect.check import pack_masks, unpack_masks
+
+    masks = np.random.default_rng(0).random((2, 48, 40)) > 0.9
+    assert np.array_equal(unpack_masks(pack_masks(masks), masks.shape), masks)
 
 
 OV, TB, TF, ORT = (PathSpec.parse(n) for n in ("openvino-bf16", "torch-bf16", "torch-fp32", "onnxruntime-fp32"))
@@ -309,3 +370,45 @@ def test_detect_cli_records_the_rule_and_the_job_size(tmp_path, cache):
     assert info["path"] == "torch-fp32" and info["how"] == "rule: the reference path"
     assert info["job_256px_frames"] == round(3 * 32 * 32 / 65536, 2) and info["batch_size"] == RULE_BATCH
     assert not (cache / "choices").exists() and not (cache / "models").exists()  # nothing measured or exported
+
+
+openvino_only = pytest.mark.skipif(not candidate_paths("bf16", "openvino"), reason="openvino not installed")
+
+
+@openvino_only
+def test_openvino_compiles_a_recurring_shape_for_itself_and_remembers_it_for_later_runs(tiny, cache):
+    from sirst.detect.backends import OpenVinoRunner
+
+    path = fp32_onnx(tiny, cache)
+    first = OpenVinoRunner(path, "fp32", 1, cache / "openvino")
+    assert (first.size_divisor, first.in_channels) == (16, 3)  # the export's metadata, read by OpenVINO
+    a, b = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 48, 32)
+    first(a)
+    assert first.dynamic is not None and not first.static  # a new shape runs on the dynamic model
+    first.expect(tuple(b.shape))
+    out = first(b)
+    assert tuple(b.shape) in first.static and out.shape == (1, 1, 48, 32)
+    later = OpenVinoRunner(path, "fp32", 1, cache / "openvino")  # a later run: b compiled for itself at once
+    torch.testing.assert_close(later(b), out)
+    assert later.dynamic is None and tuple(b.shape) in later.static
+    assert OpenVinoRunner(path, "bf16", 1, cache / "openvino").seen == set()  # per precision
+
+
+@openvino_only
+def test_exporting_and_running_on_openvino_does_not_import_onnx(tmp_path):
+    # The onnx package takes 0.6 s to import; sirst detect's first and later runs on OpenVINO do without it.
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, torch
+from sirst.models import create_model
+from sirst.detect.backends import PathSpec, build_runner
+torch.manual_seed(0)
+net = create_model("dnanet", channel_size="one", backbone="resnet10").eval()
+runner = build_runner(net, PathSpec("openvino", "bf16"), 1, __import__("pathlib").Path({str(tmp_path)!r}))
+assert runner(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32) and runner.size_divisor == 16
+assert "onnx" not in sys.modules, "onnx imported"
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

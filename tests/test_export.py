@@ -103,3 +103,16 @@ def test_onnx_weights_with_the_torch_backend_are_refused(exported, tmp_path, cap
     assert main(["detect", str(tmp_path), "--backend", "torch", "--weights", str(path), "--out",
                  str(tmp_path / "o")]) == 2
     assert "an ONNX model runs with --backend onnxruntime or openvino" in capsys.readouterr().err
+
+
+def test_export_writes_a_valid_model_with_its_metadata(tmp_path):
+    import onnx
+
+    from sirst.detect.export import export_onnx
+
+    torch.manual_seed(0)
+    model = create_model("dnanet", channel_size="one", backbone="resnet10", in_channels=1).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", in_channels=1)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    assert {p.key: p.value for p in proto.metadata_props} == {"size_divisor": "16", "in_channels": "1"}

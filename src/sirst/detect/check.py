@@ -4,6 +4,8 @@ Used by ``sirst detect --precision auto`` (:mod:`sirst.detect.choose`), ``sirst 
 
 from __future__ import annotations
 
+import base64
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +18,8 @@ from sirst.targets import extract_targets
 
 def synthetic_images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
     """``n`` synthesized infrared-like images ``(size, size)`` float32 in [0, 1] with small targets."""
+    if n <= 0:  # the synthesizer's imports (scipy.optimize through sirst.metrics) take 0.1 s
+        return []
     from sirst.data.synth import SynthConfig, make_sample
 
     cfg = SynthConfig(size=size)
@@ -71,7 +75,8 @@ class DetectionCheck:
 
 
 def same_detections(reference: np.ndarray, other: np.ndarray, tolerance: float = 1.0) -> DetectionCheck:
-    """Compare the detections of two logit stacks ``(N, H, W)`` (or ``(N, 1, H, W)``) image by image."""
+    """Compare the detections of two logit stacks ``(N, H, W)`` (or ``(N, 1, H, W)``; boolean masks work
+    as logits) image by image."""
     a = np.asarray(reference, dtype=np.float32).reshape(-1, *np.shape(reference)[-2:])
     b = np.asarray(other, dtype=np.float32).reshape(a.shape)
     differing, total, same = 0, 0, True
@@ -89,3 +94,14 @@ def same_detections(reference: np.ndarray, other: np.ndarray, tolerance: float =
         pixels_differing=int(((a > 0) != (b > 0)).sum()),
         max_abs_logit_diff=float(np.abs(a - b).max()) if a.size else 0.0,
     )
+
+
+def pack_masks(masks: np.ndarray) -> str:
+    """Boolean masks ``(N, H, W)`` as one ASCII string (bits, zlib, base64) for a JSON file."""
+    return base64.b64encode(zlib.compress(np.packbits(np.asarray(masks, bool)).tobytes(), 9)).decode()
+
+
+def unpack_masks(text: str, shape: Sequence[int]) -> np.ndarray:
+    """The masks of shape ``shape`` that :func:`pack_masks` wrote as ``text``."""
+    bits = np.frombuffer(zlib.decompress(base64.b64decode(text)), np.uint8)
+    return np.unpackbits(bits, count=int(np.prod(shape))).astype(bool).reshape(tuple(shape))

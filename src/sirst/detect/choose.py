@@ -37,7 +37,7 @@ from sirst.detect.backends import (
     machine_key,
     weights_digest,
 )
-from sirst.detect.check import network_batch, same_detections, synthetic_images
+from sirst.detect.check import network_batch, same_detections, synthetic_images, unpack_masks
 from sirst.detect.optimize import in_channels_of
 
 
@@ -95,7 +95,7 @@ class PathChoice:
 
 def verify_runner(reference: np.ndarray, candidate: np.ndarray) -> str:
     """``"ok"`` when the candidate's logits ``(N, H, W)`` give the same targets as the reference's
-    (count, centroids within 1 px), else what differs."""
+    logits or masks (count, centroids within 1 px), else what differs."""
     check = same_detections(reference, candidate)
     return "ok" if check.same_targets else check.describe()
 
@@ -299,6 +299,35 @@ def path_ready(model: nn.Module, spec: PathSpec, threads: int, cache: Path | Non
     return spec.backend == "torch" or (cache / "models" / weights_digest(model) / "fp32.onnx").is_file()
 
 
+#: torch fp32's masks (logit > 0) of the check frames for the bundled weights, keyed by weights and frames
+#: (:func:`fp32_check_key`): shipped so that a first run checks a path with its own forward alone, not
+#: also fp32's (0.9 s of a 10 s first run on one core). Written by ``scripts/write_fp32_check.py``; weights
+#: or frames without an entry are checked against a fp32 forward run here.
+FP32_CHECK_FILE = Path(__file__).with_name("fp32_check.json")
+
+
+def fp32_check_key(model: nn.Module, x: torch.Tensor) -> str:
+    """The :data:`FP32_CHECK_FILE` key of ``model``'s weights and the check frames ``x``."""
+    return f"{weights_digest(model)}-{hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest()[:16]}"
+
+
+def shipped_fp32_masks(model: nn.Module, x: torch.Tensor) -> np.ndarray | None:
+    """torch fp32's masks ``(N, H, W)`` of the check frames ``x`` for ``model``'s weights as shipped in
+    :data:`FP32_CHECK_FILE`, or ``None``."""
+    try:
+        entry = json.loads(FP32_CHECK_FILE.read_text()).get(fp32_check_key(model, x))
+    except (OSError, ValueError):
+        return None
+    return None if entry is None else unpack_masks(entry, (x.shape[0], *x.shape[-2:]))
+
+
+def fp32_masks(model: nn.Module, x: torch.Tensor, threads: int, cache: Path | None = None) -> np.ndarray:
+    """torch fp32's masks (logit > 0) ``(N, H, W)`` of the frames ``x``, one frame per forward."""
+    reference = build_runner(model, REFERENCE_PATH, threads, cache)
+    with torch.inference_mode():
+        return torch.cat([reference(x[i : i + 1]) for i in range(len(x))]).float().numpy()[:, 0] > 0
+
+
 def verify_path(
     model: nn.Module,
     spec: PathSpec,
@@ -307,7 +336,8 @@ def verify_path(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[str, Callable[[torch.Tensor], torch.Tensor] | None]:
     """Check ``spec`` against torch fp32 on two bundled sample frames (same targets: count, centroids
-    within 1 px) and cache the verdict; returns it (``"ok"`` or what differs) and the runner built."""
+    within 1 px) and cache the verdict; returns it (``"ok"`` or what differs) and the runner built.
+    fp32's side is read from :data:`FP32_CHECK_FILE` where it holds these weights, else run here."""
     cache = cache or cache_dir()
     if progress:
         progress(f"checking {spec} against fp32 on 2 sample frames (once on this machine)")
@@ -315,11 +345,14 @@ def verify_path(
     runner = None
     try:
         runner = build_runner(model, spec, threads, cache, progress=progress)
-        reference = build_runner(model, REFERENCE_PATH, threads, cache)
+        if hasattr(runner, "expect"):  # OpenVINO: compile the frames' shape once, for the job too (256x256)
+            runner.expect(tuple(x[:1].shape))
+        reference = shipped_fp32_masks(model, x)
+        if reference is None:
+            reference = fp32_masks(model, x, threads, cache)
         with torch.inference_mode():
-            ref = torch.cat([reference(x[i : i + 1]) for i in range(len(x))]).float().numpy()[:, 0]
             out = torch.cat([runner(x[i : i + 1]) for i in range(len(x))]).float().numpy()[:, 0]
-        verdict = verify_runner(ref, out)
+        verdict = verify_runner(reference, out)
     except Exception as exc:  # a backend that fails on this machine is reported, not fatal
         verdict, runner = f"failed: {exc}", None
     file = _verdict_file(model, spec, threads, cache)
