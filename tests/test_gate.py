@@ -69,9 +69,10 @@ def test_bundled_gate_round_trips_through_the_checkpoint(tmp_path):
     assert model_from_checkpoint(str(tmp_path / "v.pt")).min_peak_logit == 0.0  # older files: no gate
 
 
-def test_detect_cli_applies_and_records_the_weights_gate(tmp_path):
+def test_detect_cli_applies_and_records_the_weights_gate_and_verifier(tmp_path):
     import json
 
+    from sirst.checkpoint import read_checkpoint
     from sirst.cli import main
     from sirst.weights import default_weights_path
 
@@ -79,12 +80,17 @@ def test_detect_cli_applies_and_records_the_weights_gate(tmp_path):
         import pytest
 
         pytest.skip("bundled weights not in this tree")
+    bundled = read_checkpoint(default_weights_path("general"))
     runs = {}
-    for label, extra in (("own", []), ("off", ["--min-peak", "0"])):
+    for label, extra in (("own", []), ("no-verifier", ["--no-verifier"]),
+                         ("off", ["--min-peak", "0", "--no-verifier"])):
         out = tmp_path / label
         assert main(["detect", "--samples", "--out", str(out), "--quiet", "--backend", "torch", "--precision", "fp32",
                      "--no-overlays", *extra]) == 0
         runs[label] = json.loads((out / "summary.json").read_text())
-    assert runs["own"]["inference"]["min_peak_logit"] == 6.0  # general's bundled gate
+    assert runs["own"]["inference"]["min_peak_logit"] == bundled["min_peak_logit"] > 0  # general's bundled gate
+    assert runs["own"]["inference"]["verifier_threshold"] == bundled["verifier"]["threshold"]
+    assert runs["no-verifier"]["inference"]["verifier_threshold"] is None
+    assert runs["no-verifier"]["inference"]["min_peak_logit"] == bundled["min_peak_logit"]
     assert runs["off"]["inference"]["min_peak_logit"] == 0.0
-    assert runs["off"]["targets"] >= runs["own"]["targets"]
+    assert runs["off"]["targets"] >= runs["no-verifier"]["targets"] >= runs["own"]["targets"]
