@@ -197,3 +197,20 @@ def test_gate_weak_components_keeps_confident_targets_whole():
     assert gate_weak_components(logits, 0.0) is logits  # 0: every target kept, nothing copied
     assert gate_weak_components(logits, 25.0).max() < 0  # nothing is confident enough
     assert logits[0, 8, 8] == 3.0  # the input is never changed
+
+
+def test_component_maxima_equal_scipy_and_break_ties_in_raster_order():
+    from scipy import ndimage
+
+    from sirst.targets import component_maxima, label_components
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        values = np.round(rng.normal(size=(40, 37)), 1)  # rounded: many ties inside components
+        labels, n = label_components(values > 0.8)
+        index = np.arange(1, n + 1)
+        peaks, pos = component_maxima(values, labels, n)
+        np.testing.assert_array_equal(peaks, ndimage.maximum(values, labels, index))
+        for k in range(n):  # ties: the first pixel in raster order
+            r, c = np.argwhere((labels == k + 1) & (values == peaks[k]))[0]
+            assert tuple(pos[k]) == (r, c)

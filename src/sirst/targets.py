@@ -331,6 +331,30 @@ def stack_components(binary: np.ndarray) -> ComponentStats:
     return components_from_rows(kept, binary.reshape(s * h, w)[kept], h)
 
 
+def component_maxima(values: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each component's highest value and its position (ties: the first pixel in raster order, where
+    ``ndimage.maximum_position``'s unstable sort picks any), over the foreground pixels only: scipy
+    sorts every pixel of the frame, 3-5 ms of a 256x256 frame that holds a few hundred target pixels.
+
+    Args:
+        values: ``(H, W)`` map.
+        labels: ``(H, W)`` int labels ``1..n`` (0: background).
+        n: number of components.
+
+    Returns:
+        ``(peaks (n,) float64, positions (n, 2) int (row, col))``.
+    """
+    fg = np.flatnonzero(labels)
+    sub_values, sub_labels = values.ravel()[fg], labels.ravel()[fg]
+    # By label, then value descending, then raster order: each label's first entry is its peak.
+    order = np.lexsort((fg, -sub_values, sub_labels))
+    first = order[np.flatnonzero(np.r_[True, np.diff(sub_labels[order]) != 0])]
+    if len(first) != n:
+        raise ValueError(f"labels hold {len(first)} components, expected {n}")
+    rows, cols = np.divmod(fg[first], labels.shape[1])
+    return sub_values[first].astype(np.float64), np.stack([rows, cols], axis=1)
+
+
 def extract_targets(binary: np.ndarray, scores: np.ndarray | None = None) -> list[Target]:
     """Cluster a binary map into eight-connected targets.
 
@@ -355,8 +379,7 @@ def extract_targets(binary: np.ndarray, scores: np.ndarray | None = None) -> lis
     boxes = ndimage.find_objects(labels, max_label=n)
     index = np.arange(1, n + 1)
     if scores is not None:
-        peaks = np.asarray(ndimage.maximum(scores, labels, index), dtype=np.float64).reshape(n)
-        peak_pos = ndimage.maximum_position(scores, labels, index)
+        peaks, peak_pos = component_maxima(scores, labels, n)
     else:
         peaks = np.ones(n, dtype=np.float64)
         # The first foreground pixel of each component, in raster order.
@@ -402,7 +425,7 @@ def gate_weak_components(logits: np.ndarray, min_peak: float) -> np.ndarray:
     labels, n = label_components(logits > 0)
     if n == 0:
         return logits
-    peaks = np.asarray(ndimage.maximum(logits, labels, np.arange(1, n + 1)), dtype=np.float64).reshape(n)
+    peaks, _ = component_maxima(logits, labels, n)
     weak = np.concatenate([[False], peaks <= min_peak])[labels]
     if not weak.any():
         return logits

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from sirst.targets import label_components
+from sirst.targets import component_maxima, label_components
 
 #: Side of the stored context window around a candidate's peak, native pixels.
 CONTEXT = 64
@@ -44,9 +44,7 @@ def candidates(logits: np.ndarray) -> tuple[np.ndarray, int, np.ndarray, np.ndar
     labels, n = label_components(logits > 0)
     if n == 0:
         return labels, 0, np.zeros((0, 2), int), np.zeros(0), np.zeros(0, int)
-    index = np.arange(1, n + 1)
-    pos = np.asarray(ndimage.maximum_position(logits, labels, index), int).reshape(n, 2)
-    peak = np.asarray(ndimage.maximum(logits, labels, index), np.float64).reshape(n)
+    peak, pos = component_maxima(logits, labels, n)
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     return labels, n, pos, peak, area
 
