@@ -30,7 +30,8 @@ CROPS_PER_FRAME = 4
 SEED = 2026
 
 
-def check(weights: str, negatives: Path, device: str = "cpu", progress: bool = True, verify: bool = True) -> dict:
+def check(weights: str, negatives: Path, device: str = "cpu", progress: bool = True, verify: bool = True,
+          min_peak: float | None = None, frame_scale: float = 1.0, frames_only: bool = False) -> dict:
     """Run both measurements for ``weights``; returns a flat dict of results."""
     from tqdm import tqdm
 
@@ -43,7 +44,9 @@ def check(weights: str, negatives: Path, device: str = "cpu", progress: bool = T
     from sirst.metrics import SirstMetrics
     from sirst.targets import extract_targets
 
-    detector = Detector(model_from_checkpoint(weights, device), device=device, verify=verify)
+    import cv2
+
+    detector = Detector(model_from_checkpoint(weights, device), device=device, verify=verify, min_peak=min_peak)
     ids = read_ids(CHECK_IDS)
     start = time.perf_counter()
     alarmed, components, fa_pixels, pixels = 0, 0, 0, 0
@@ -53,6 +56,9 @@ def check(weights: str, negatives: Path, device: str = "cpu", progress: bool = T
         if path is None:
             raise FileNotFoundError(f"{negatives / 'images'}: no frame {i!r} (listed in {CHECK_IDS})")
         frame = read_image(path)
+        if frame_scale != 1.0:  # another sensor's resolution of the same scenes
+            size = (round(frame.shape[1] * frame_scale), round(frame.shape[0] * frame_scale))
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
         (score,) = detector.predict_scores([frame])
         binary = score > detector.threshold
         found = extract_targets(binary, score)
@@ -63,6 +69,12 @@ def check(weights: str, negatives: Path, device: str = "cpu", progress: bool = T
         rng = np.random.default_rng([SEED, len(crops)])
         crops += [_scaled_crop(frame, rng, 256, (1.0, 1.0)) for _ in range(CROPS_PER_FRAME)]
     frame_seconds = time.perf_counter() - start
+    summary = {"weights": str(weights), "min_peak_logit": detector.min_peak,
+               "verifier": detector.verifier.threshold if detector.verifier is not None else None,
+               "frame_scale": frame_scale, "negative_frames": len(ids), "fa_frames_per_100": 100.0 * alarmed / len(ids),
+               "fa_components_per_frame": components / len(ids), "negative_fa": fa_pixels / pixels}
+    if frames_only:
+        return {**summary, "seconds": frame_seconds}
 
     metrics = SirstMetrics(threshold=detector.threshold)
     twins_alarmed = 0
@@ -80,12 +92,7 @@ def check(weights: str, negatives: Path, device: str = "cpu", progress: bool = T
     metrics.update(scores, masks)
     m = metrics.compute()
     return {
-        "weights": str(weights),
-        "verifier": detector.verifier.threshold if detector.verifier is not None else None,
-        "negative_frames": len(ids),
-        "fa_frames_per_100": 100.0 * alarmed / len(ids),
-        "fa_components_per_frame": components / len(ids),
-        "negative_fa": fa_pixels / pixels,
+        **summary,
         "clutter_crops": len(images),
         "clutter_iou": float(m["iou"]),
         "clutter_niou": float(m["niou"]),
@@ -103,19 +110,26 @@ def main() -> None:
     parser.add_argument("--negatives", default=str(ROOT.parent / "shared" / "data" / "SIRST-v2-negatives"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-verifier", action="store_true", help="run without the weights' candidate verifier")
+    parser.add_argument("--min-peak", type=float, default=None, help="confidence gate (default: the weights' own)")
+    parser.add_argument("--frame-scale", type=float, default=1.0,
+                        help="resize the frames by this factor first (another sensor's resolution)")
+    parser.add_argument("--frames-only", action="store_true", help="only the false-alarm frames, no composited crops")
     parser.add_argument("--json", default=None, help="write the results here (a list, one dict per weights)")
     args = parser.parse_args()
     results = []
     for w in args.weights:
-        r = check(w, Path(args.negatives), args.device, verify=not args.no_verifier)
+        r = check(w, Path(args.negatives), args.device, verify=not args.no_verifier, min_peak=args.min_peak,
+                  frame_scale=args.frame_scale, frames_only=args.frames_only)
         results.append(r)
         if args.json:  # after every model, so a long run that is cut off keeps what it measured
             Path(args.json).write_text(json.dumps(results, indent=1))
-        print(f"{w}: false-alarm frames {r['fa_frames_per_100']:.1f} per 100 ({r['negative_frames']} frames, "
-              f"{r['fa_components_per_frame']:.2f} components/frame, Fa {r['negative_fa'] * 1e6:.2f}e-6); "
-              f"targets in unseen clutter ({r['clutter_crops']} crops): IoU {r['clutter_iou'] * 100:.2f} "
-              f"Pd {r['clutter_pd'] * 100:.2f} Fa {r['clutter_fa'] * 1e6:.2f}e-6, target-free twins alarmed "
-              f"{r['clutter_twins_fa_per_100']:.1f} per 100 ({r['seconds']:.0f} s)", flush=True)
+        line = (f"{w}: false-alarm frames {r['fa_frames_per_100']:.1f} per 100 ({r['negative_frames']} frames, "
+                f"{r['fa_components_per_frame']:.2f} components/frame, Fa {r['negative_fa'] * 1e6:.2f}e-6)")
+        if "clutter_crops" in r:
+            line += (f"; targets in unseen clutter ({r['clutter_crops']} crops): IoU {r['clutter_iou'] * 100:.2f} "
+                     f"Pd {r['clutter_pd'] * 100:.2f} Fa {r['clutter_fa'] * 1e6:.2f}e-6, target-free twins alarmed "
+                     f"{r['clutter_twins_fa_per_100']:.1f} per 100")
+        print(f"{line} ({r['seconds']:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

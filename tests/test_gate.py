@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 
@@ -77,8 +78,6 @@ def test_detect_cli_applies_and_records_the_weights_gate_and_verifier(tmp_path):
     from sirst.weights import default_weights_path
 
     if not default_weights_path("general").is_file():
-        import pytest
-
         pytest.skip("bundled weights not in this tree")
     bundled = read_checkpoint(default_weights_path("general"))
     runs = {}
@@ -87,7 +86,8 @@ def test_detect_cli_applies_and_records_the_weights_gate_and_verifier(tmp_path):
         out = tmp_path / label
         assert main(["detect", "--samples", "--out", str(out), "--quiet", "--backend", "torch", "--precision", "fp32",
                      "--no-overlays", *extra]) == 0
-        runs[label] = json.loads((out / "summary.json").read_text())
+        # Strict JSON (no NaN or Infinity), for any tool that reads it.
+        runs[label] = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert runs["own"]["inference"]["min_peak_logit"] == bundled["min_peak_logit"] > 0  # general's bundled gate
     assert runs["own"]["inference"]["verifier_threshold"] == bundled["verifier"]["threshold"]
     assert runs["no-verifier"]["inference"]["verifier_threshold"] is None

@@ -4,6 +4,7 @@ batch and threads, chosen for the job on the CPU (:mod:`sirst.detect.choose`).""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 
@@ -113,7 +114,8 @@ def load_detector(
                        "how": ("cached measurement" if choice.cached else choice.source)
                        if precision == "auto" or backend == "auto" else "given",
                        "job_256px_frames": None if work is None else round(work, 2),
-                       "ms_per_256px_image": choice.ms_per_img, "measured": choice.measured, "verified": choice.verified}
+                       "ms_per_256px_image": choice.ms_per_img if math.isfinite(choice.ms_per_img or math.nan) else None,
+                       "measured": choice.measured, "verified": choice.verified}
     return det
 
 
