@@ -122,6 +122,40 @@ def fit(x, y, w, xv, val_true, epochs: int, width: int, seed: int):
     return swa.module.eval()
 
 
+def figure(d: dict, prob: np.ndarray, pick: dict, path: str) -> None:
+    """Validation candidates that pass the gate: the strongest false ones the verifier drops (top row)
+    and true ones it keeps (bottom row), each with its score and peak logit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sure = pick["sure_logit"] if pick["sure_logit"] is not None else np.inf
+    passed = d["peak_logit"] > pick["gate"]
+    kept_mask = passed & ((prob > pick["threshold"]) | (d["peak_logit"] > sure))
+    rejected = np.flatnonzero(passed & ~kept_mask & (d["label"] == 0))
+    rejected = rejected[np.argsort(-d["peak_logit"][rejected])][:8]
+    kept = np.flatnonzero(kept_mask & (d["label"] == 1) & np.isin(d["source"], ["NUAA-SIRST", "composites"]))
+    kept = np.random.default_rng(0).choice(kept, min(8, len(kept)), replace=False)
+    fig, axes = plt.subplots(2, 8, figsize=(12, 3.9), squeeze=False)
+    for row, (idx, title) in enumerate(((rejected, "dropped (false)"), (kept, "kept (true)"))):
+        for j in range(8):
+            ax = axes[row, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(idx):
+                continue
+            k = idx[j]
+            img = d["patch"][k, 0].astype(np.float32)
+            ax.imshow(img, cmap="gray", vmin=np.percentile(img, 1), vmax=np.percentile(img, 99.8))
+            ax.contour(d["patch"][k, 1].astype(np.float32) > 0, [0.5], colors="r", linewidths=0.6)
+            ax.set_title(f"p {prob[k]:.2f}, logit {d['peak_logit'][k]:.0f}", fontsize=7)
+        axes[row, 0].set_ylabel(title, fontsize=8)
+    fig.suptitle("Validation candidates after the gate (64x64 native pixels; red: logit > 0)", fontsize=9)
+    fig.tight_layout(h_pad=1.2)
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", required=True, nargs="+", help="candidate files (FILE or FILE:SOURCE+SOURCE)")
@@ -135,6 +169,7 @@ def main() -> None:
     parser.add_argument("--max-pd-drop", type=float, default=0.02,
                         help="largest loss of the validation carves' Pd for the operating point")
     parser.add_argument("--load", help="tabulate this trained verifier instead of training one")
+    parser.add_argument("--figure", help="write examples of dropped and kept validation candidates here (PNG)")
     parser.add_argument("--json")
     args = parser.parse_args()
 
@@ -180,6 +215,8 @@ def main() -> None:
     print("chosen:", json.dumps(pick))
     torch.save({"state_dict": net.state_dict(), "width": args.width, "threshold": pick["threshold"],
                 "gate": pick["gate"], "sure_logit": pick["sure_logit"]}, args.out)
+    if args.figure:
+        figure(va, pv, pick, args.figure)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "gate_only": base, "chosen": pick, "args": vars(args)}, f, indent=1)
