@@ -11,7 +11,8 @@ datasets folder and ``{here}`` for the recipe folder) plus its committed state:
 Each call trains for about ``--minutes`` (it stops at the first epoch end after that; see the recipe for
 an epoch's length) in ``runs/<name>/`` (git-ignored; within a session ``last.pt`` resumes exactly), then
 writes the state back. ``--bundle`` also writes the run's best checkpoint as the bundled fp16 weights
-``src/sirst/weights/dnanet_<name>.pt``. Commit ``states/<name>`` (and the weights) afterwards.
+``src/sirst/weights/dnanet_<name>.pt``, or as ``runs/<name>/best_fp16.pt`` when the shipped file carries a
+gate or verifier made for its own weights. Commit ``states/<name>`` (and the weights) afterwards.
 
 Usage: python scripts/continue_run.py general --minutes 60 [--data ../shared/data] [--bundle]
 """
@@ -56,7 +57,9 @@ def main() -> None:
     parser.add_argument("name", help="recipe name (src/sirst/recipes/NAME/train.yaml)")
     parser.add_argument("--minutes", type=float, required=True, help="training budget of this call")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder holding the datasets")
-    parser.add_argument("--bundle", action="store_true", help="also write best.pt as src/sirst/weights/dnanet_NAME.pt")
+    parser.add_argument("--bundle", action="store_true",
+                        help="also write best.pt as src/sirst/weights/dnanet_NAME.pt (as runs/NAME/best_fp16.pt "
+                             "when the shipped file carries a gate or verifier)")
     args = parser.parse_args()
 
     run_dir, state_dir = ROOT / "runs" / args.name, ROOT / "states" / args.name
@@ -103,8 +106,18 @@ def main() -> None:
         import subprocess
         import sys
 
+        from sirst.checkpoint import read_checkpoint
+
+        shipped = ROOT / "src" / "sirst" / "weights" / f"dnanet_{args.name}.pt"
+        where = ["--name", args.name]
+        if shipped.is_file() and any(k in read_checkpoint(shipped) for k in ("verifier", "min_peak_logit")):
+            # The shipped gate and verifier were made for the shipped network weights; a new epoch
+            # needs its own (docs/long_runs.md), so it is not shipped without them.
+            where = ["--out", str(run_dir / "best_fp16.pt")]
+            print(f"{shipped.name} carries a gate/verifier made for its own weights: wrote the new best to "
+                  f"{where[1]} instead; make its gate and verifier (docs/verifier.md) before bundling it")
         subprocess.run([sys.executable, str(ROOT / "scripts" / "bundle_weights.py"), str(run_dir / "best.pt"),
-                        "--name", args.name], check=True)
+                        *where], check=True)
 
 
 if __name__ == "__main__":
