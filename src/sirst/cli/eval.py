@@ -31,15 +31,20 @@ def run(args: argparse.Namespace) -> int:
         if args.threshold != 0.5:
             raise ValueError("--threshold applies to saved score maps; networks are scored at probability 0.5")
         result = evaluate_checkpoint(args.data, args.weights, args.split, args.subset, args.device, args.protocol,
-                                     progress=not args.quiet)
+                                     progress=not args.quiet, min_peak=args.min_peak, verify=not args.no_verifier)
         print(f"protocol: {args.protocol}, data: {args.data} ({args.subset} split), "
               f"weights: {args.weights or f'bundled {DEFAULT_WEIGHTS}'}")
+        gate = result["min_peak_logit"]
+        print(f"targets kept: {'peak logit > %g' % gate if gate > 0 else 'all (no gate)'}, "
+              f"{'verifier threshold %g' % result['verifier_threshold'] if 'verifier_threshold' in result else 'no verifier'}")
         print(format_table(result))
         if args.json:
             write_json(args.json, {"protocol": args.protocol, "data": str(args.data), "split": args.split,
                                    "subset": args.subset, "weights": str(args.weights or f"bundled {DEFAULT_WEIGHTS}"),
                                    **{k: float(v) for k, v in result.items()}})
         return 0
+    if args.min_peak is not None or args.no_verifier:
+        raise ValueError("--min-peak and --no-verifier apply to a network (--data); saved maps are scored as they are")
     if args.pred is None or args.masks is None:
         raise ValueError("give --pred and --masks (saved maps), or --data [--weights] to evaluate a network")
     roc = np.linspace(0.0, 1.0, args.roc_steps + 1) if args.roc_csv else None
@@ -91,6 +96,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="auto", help="with --data: split folder (default auto: 50_50 if present)")
     p.add_argument("--subset", choices=["train", "test"], default="test", help="with --data: subset (default test)")
     p.add_argument("--device", default="cpu", help="with --data: cpu or cuda (default cpu)")
+    p.add_argument("--min-peak", type=float_range(0.0), default=None, metavar="LOGIT",
+                   help="with --data: confidence gate (default: the weights' own, 4 for general; 0: none)")
+    p.add_argument("--no-verifier", action="store_true",
+                   help="with --data: leave out the weights' candidate verifier (general has one)")
     p.add_argument("--threshold", type=float_range(), default=0.5, help="score > threshold is a target pixel (default 0.5)")
     p.add_argument(
         "--protocol",

@@ -168,12 +168,17 @@ def evaluate_checkpoint(
     device: str = "cpu",
     protocol: str = "exact",
     progress: bool = True,
+    min_peak: float | None = None,
+    verify: bool = True,
 ) -> dict[str, float]:
     """Score checkpoint ``weights`` (a path, a bundled name, or ``None`` for the default weights) on
-    ``subset`` of ``split`` of the dataset at ``data``, at probability 0.5 (:func:`evaluate_dataset`).
+    ``subset`` of ``split`` of the dataset at ``data``, at probability 0.5 (:func:`evaluate_dataset`),
+    with the weights' own confidence gate and verifier, as ``sirst detect`` runs them. ``min_peak``
+    replaces the gate (0: none); ``verify=False`` leaves the verifier out.
 
     Returns:
-        :meth:`sirst.metrics.SirstMetrics.compute` plus ``seconds``.
+        :meth:`sirst.metrics.SirstMetrics.compute` plus ``seconds``, ``min_peak_logit`` (the gate
+        applied) and, when a verifier ran, its ``verifier_threshold``.
     """
     from sirst.checkpoint import model_from_checkpoint, read_checkpoint
     from sirst.data import SirstDataset
@@ -182,6 +187,14 @@ def evaluate_checkpoint(
     path = resolve_weights(weights)
     ckpt = read_checkpoint(path)
     model = model_from_checkpoint(ckpt, device, source=str(path))
+    if min_peak is not None:
+        model.min_peak_logit = float(min_peak)
+    if not verify:
+        model.verifier = None
     in_channels = int(ckpt.get("model_kwargs", {}).get("in_channels", 3))
     dataset = SirstDataset(data, split=split, subset=subset, mode="eval", protocol=protocol, in_channels=in_channels)
-    return evaluate_dataset(model, dataset, device=device, protocol=protocol, progress=progress)
+    result = evaluate_dataset(model, dataset, device=device, protocol=protocol, progress=progress)
+    result["min_peak_logit"] = model.min_peak_logit
+    if model.verifier is not None:
+        result["verifier_threshold"] = model.verifier.threshold
+    return result
