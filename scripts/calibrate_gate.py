@@ -37,8 +37,8 @@ def peaks(weights: str, data: Path, device: str = "cpu") -> dict:
     from sirst.metrics import match_targets
     from sirst.targets import extract_targets
 
-    # Gate off: the table is of the raw network, whatever gate the weights may already carry.
-    detector = Detector(model_from_checkpoint(weights, device), device=device, min_peak=0.0)
+    # Gate and verifier off: the table is of the raw network, whatever the weights may already carry.
+    detector = Detector(model_from_checkpoint(weights, device), device=device, min_peak=0.0, verify=False)
     out: dict = {"targets": 0, "matched": [], "false": [], "frames": []}
     for name in ("NUAA-SIRST", "NUDT-SIRST"):
         root = data / name

@@ -50,8 +50,9 @@ def main() -> None:
     from sirst.verify import candidate_records
 
     torch.set_num_threads(args.threads)
+    # Every candidate of the network: no gate, and none of the verifier the weights may already carry.
     det = load_detector(args.weights, precision="bf16", backend="openvino", threads=args.threads, min_peak=0.0,
-                        work=100.0)
+                        verify=False, work=100.0)
     data = Path(args.data)
     parts = set(args.parts.split(","))
     records: list[dict] = []
