@@ -209,3 +209,59 @@ def test_cpu_micro_batches_give_the_whole_batch_result():
         torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="micro_batch"):
         optimize_for_inference(model, "cpu", micro_batch=-1)
+
+
+def _packed_modules(net: nn.Module) -> int:
+    from sirst.detect.optimize import PackedConv2d, PackedResCBAMBlock
+
+    return sum(isinstance(m, (PackedConv2d, PackedResCBAMBlock)) for m in net.modules())
+
+
+@pytest.mark.parametrize("name", ["dnanet", "dnanet_sum_attention", "dnanet_vgg10", "acm"])
+def test_onednn_packing_is_the_cpu_fp32_default_and_agrees(name):
+    import copy
+
+    from sirst.detect.optimize import PackedResCBAMBlock, onednn_packing_available
+
+    if not onednn_packing_available():
+        pytest.skip("this PyTorch build lacks oneDNN's fused convolution ops")
+    small = name.startswith("dnanet") and name != "dnanet_vgg10"
+    kwargs = dict(channel_size="one", backbone="resnet10") if small else {}
+    model = randomise_bn_(create_model(name, **kwargs))
+    x = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        expected = last(model(x))
+    packed = optimize_for_inference(model, "cpu")
+    plain = optimize_for_inference(model, "cpu", onednn=False)
+    assert _packed_modules(packed.net) > 0 and _packed_modules(plain.net) == 0
+    if name in ("dnanet", "dnanet_sum_attention"):  # the fused block only replaces CSAM blocks
+        fused = any(isinstance(m, PackedResCBAMBlock) for m in packed.net.modules())
+        assert fused == (name == "dnanet")
+    for got in (packed(x), plain(x), copy.deepcopy(packed)(x)):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    # Only fp32 channels_last on the CPU is packed; asking for it elsewhere is refused.
+    assert _packed_modules(optimize_for_inference(model, "cpu", precision="bf16").net) == 0
+    assert _packed_modules(optimize_for_inference(model, "cpu", channels_last=False).net) == 0
+    with pytest.raises(ValueError, match="onednn"):
+        optimize_for_inference(model, "cpu", channels_last=False, onednn=True)
+
+
+def test_onednn_packing_failure_falls_back_to_plain_convolutions(monkeypatch):
+    import sirst.detect.optimize as optimize
+
+    def refuse(net):
+        for m in net.modules():  # modify part of the net first, as a failure halfway would
+            if isinstance(m, nn.Conv2d):
+                m.weight.data.zero_()
+        raise RuntimeError("no oneDNN here")
+
+    monkeypatch.setattr(optimize, "onednn_packing_available", lambda: True)
+    monkeypatch.setattr(optimize, "pack_for_onednn", refuse)
+    model = randomise_bn_(create_model("dnanet", channel_size="one", backbone="resnet10"))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    with pytest.warns(UserWarning, match="oneDNN prepacking failed"):
+        opt = optimize.optimize_for_inference(model, "cpu")
+    assert _packed_modules(opt.net) == 0
+    torch.testing.assert_close(opt(x), expected, atol=1e-4, rtol=1e-4)

@@ -39,7 +39,7 @@ from sirst.bench import (
 )
 from sirst.weights import resolve_weights
 
-INFERENCE_VARIANTS: tuple[str, ...] = ("eager", "fold", "fold_cl_whole", "fold_cl", "bf16", "fp16", "onnxruntime", "onnxruntime_int8",
+INFERENCE_VARIANTS: tuple[str, ...] = ("eager", "fold", "fold_cl_whole", "fold_cl_plain", "fold_cl", "bf16", "fp16", "onnxruntime", "onnxruntime_int8",
                                        "openvino_fp32", "openvino_bf16", "openvino_int8", "compile",
                                        "compile_bf16", "cuda_graphs_fp16", "cuda_graphs_bf16")
 #: Variants that are a :class:`sirst.detect.backends.PathSpec` (what ``sirst detect --precision/--backend`` runs).
@@ -118,6 +118,7 @@ VARIANT_LABELS: dict[str, tuple[str, str]] = {
     "eager": ("sirst eager (inference_mode, BN, NCHW)", "fp32"),
     "fold": ("+ BN folded", "fp32"),
     "fold_cl_whole": ("+ BN folded + channels_last (whole batch per forward)", "fp32"),
+    "fold_cl_plain": ("+ BN folded + channels_last + CPU micro-batches of 1, no oneDNN prepacking", "fp32"),
     "fold_cl": ("+ BN folded + channels_last + CPU micro-batches of 1 [default]", "fp32"),
     "bf16": ("BN folded + channels_last + bf16 autocast", "bf16"),
     "fp16": ("BN folded + channels_last + fp16 autocast", "fp16"),
@@ -199,6 +200,7 @@ def build_variant(
         "eager": dict(fold_bn=False, channels_last=False, micro_batch=0),
         "fold": dict(channels_last=False, micro_batch=0),
         "fold_cl_whole": dict(micro_batch=0),
+        "fold_cl_plain": dict(onednn=False),
         "fold_cl": dict(),
         "bf16": dict(precision="bf16"),
         "fp16": dict(precision="fp16"),

@@ -15,6 +15,12 @@ tensor (any device) to float32 logits ``(N, 1, H, W)`` on ``device``. What it do
   with the batch (its full-resolution feature maps stop fitting the caches: 152 ms per image at batch
   1 against 195 at batch 8, quiet 2-core CPU, docs/performance.md), so a batch of 8 runs fastest as
   8 forwards of 1. Results equal the whole-batch forward (same targets; logits to float rounding).
+* **oneDNN prepacking** (``onednn``, default on the CPU in fp32 with channels_last): every
+  convolution is replaced by :class:`PackedConv2d`, which holds its weights reordered once into
+  oneDNN's blocked layout and calls oneDNN's fused convolution, so the weights are not reordered on
+  every call; in DNANet's Res-CBAM blocks the ReLU after the first convolution and the shortcut's
+  ``+ residual`` and ReLU run inside the convolutions (:class:`PackedResCBAMBlock`). Same fp32
+  arithmetic (logits to ~1e-5); falls back to the plain modules where the ops are missing.
 * ``precision="bf16"``/``"fp16"``: autocast. Logits change by ~1e-2, so scores move slightly; the
   detections of a trained model stay the same except for pixels whose logit is within that of 0.
 * ``compile=True``: ``torch.compile`` (inductor; with weight freezing), a one-off compile of a
@@ -27,12 +33,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from sirst.layers import ChannelAttention, ResCBAMBlock
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -94,6 +103,127 @@ def count_batchnorms(model: nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
+# oneDNN prepacked convolutions (CPU, fp32)
+# ------------------------------------------------------------------------------------------------
+
+
+def onednn_packing_available() -> bool:
+    """Whether this PyTorch build has the oneDNN ops :class:`PackedConv2d` calls."""
+    ops = torch.ops.mkldnn
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(ops, "_convolution_pointwise")
+        and hasattr(ops, "_reorder_convolution_weight")
+    )
+
+
+def _packable(conv: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+        and conv.weight.dtype == torch.float32
+        and conv.weight.device.type == "cpu"
+    )
+
+
+class PackedConv2d(nn.Module):
+    """A CPU fp32 ``Conv2d`` whose weights are reordered once into oneDNN's layout.
+
+    ``forward(x)`` is ``conv(x)``, followed by ``unary`` (``"none"`` or ``"relu"``) inside the
+    convolution; ``forward(x, add)`` is ``act(conv(x) + add)`` with ``act`` given by ``add_unary``,
+    written into ``add`` (which the caller must own).
+    Inference only: the packed weights are an opaque oneDNN tensor, not a parameter.
+    """
+
+    def __init__(self, conv: nn.Conv2d, unary: str = "none") -> None:
+        super().__init__()
+        self.padding = list(conv.padding)
+        self.stride = list(conv.stride)
+        self.dilation = list(conv.dilation)
+        self.groups = conv.groups
+        self.unary = unary
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        weight = conv.weight.detach().contiguous()
+        self.packed_weight = torch.ops.mkldnn._reorder_convolution_weight(
+            weight, self.padding, self.stride, self.dilation, self.groups)
+        self.bias = None if conv.bias is None else conv.bias.detach().contiguous()
+
+    def forward(self, x: torch.Tensor, add: torch.Tensor | None = None, add_unary: str = "none") -> torch.Tensor:
+        if add is None:
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, self.packed_weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
+                self.unary, [], "")
+        # Written into ``add`` (no new full-size tensor); no unary post-op is spelled None here.
+        return torch.ops.mkldnn._convolution_pointwise_.binary(
+            add, x, self.packed_weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
+            "add", None, None if add_unary == "none" else add_unary, [], "")
+
+    def __deepcopy__(self, memo: dict) -> PackedConv2d:
+        return self  # the packed weights are immutable; oneDNN tensors cannot be deep-copied
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, unary={self.unary!r}"
+
+
+class PackedResCBAMBlock(nn.Module):
+    """A BN-folded CSAM :class:`~sirst.layers.ResCBAMBlock` with :class:`PackedConv2d` convolutions.
+
+    Same function as the block; the ReLU after ``conv1`` and, with a shortcut convolution,
+    ``relu(shortcut(x) + sa * out)`` run inside oneDNN's convolutions (fewer passes over the maps).
+    """
+
+    def __init__(self, block: ResCBAMBlock) -> None:
+        super().__init__()
+        self.conv1 = PackedConv2d(block.conv1, "relu")
+        self.conv2 = PackedConv2d(block.conv2)
+        self.shortcut = None if block.shortcut is None else PackedConv2d(block.shortcut[0])
+        self.ca = block.ca
+        self.sa = block.sa
+        self.sa.conv1 = PackedConv2d(block.sa.conv1)
+
+    @staticmethod
+    def fits(block: nn.Module) -> bool:
+        """A CSAM block whose BatchNorms are folded away and whose convolutions can be packed."""
+        if not (isinstance(block, ResCBAMBlock) and block.attention == "csam"):
+            return False
+        if not (isinstance(block.bn1, nn.Identity) and isinstance(block.bn2, nn.Identity)):
+            return False
+        convs = [block.conv1, block.conv2, block.sa.conv1]
+        if block.shortcut is not None:
+            if len(block.shortcut) != 2 or not isinstance(block.shortcut[1], nn.Identity):
+                return False
+            convs.append(block.shortcut[0])
+        return all(_packable(c) for c in convs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # In place where the block owns the tensor: fewer fresh allocations, each of which costs page
+        # faults on a full-resolution map.
+        out = self.conv2(self.conv1(x))
+        out = out.mul_(self.ca(out))
+        if self.shortcut is None:
+            return torch.addcmul(x, self.sa(out), out, out=out).relu_()
+        return self.shortcut(x, add=out.mul_(self.sa(out)), add_unary="relu")
+
+
+def pack_for_onednn(net: nn.Module) -> int:
+    """Replace, in place, the convolutions of ``net`` by :class:`PackedConv2d` (and BN-folded CSAM
+    blocks by :class:`PackedResCBAMBlock`); returns how many modules were replaced. CPU fp32 only;
+    the channel-attention MLP (read as matrices) is left as it is."""
+    replaced = 0
+    for name, child in list(net.named_children()):
+        if PackedResCBAMBlock.fits(child):
+            setattr(net, name, PackedResCBAMBlock(child))
+            replaced += 1
+        elif _packable(child):
+            setattr(net, name, PackedConv2d(child))
+            replaced += 1
+        elif not isinstance(child, ChannelAttention):
+            replaced += pack_for_onednn(child)
+    return replaced
+
+
+# ------------------------------------------------------------------------------------------------
 # The optimised model
 # ------------------------------------------------------------------------------------------------
 
@@ -113,6 +243,18 @@ class InferenceOptions:
     #: Most images per forward on the CPU (larger batches are split); ``None``: 1 on the CPU, no split on
     #: other devices; ``0``: never split.
     micro_batch: int | None = None
+    #: oneDNN prepacked (and fused) convolutions; ``None``: on the CPU in fp32 with channels_last and
+    #: without compile, where it measured faster (docs/performance.md), if this build has the ops.
+    onednn: bool | None = None
+
+    def use_onednn(self, device: torch.device) -> bool:
+        if self.onednn is False:
+            return False
+        fits = (device.type == "cpu" and self.precision == "fp32" and self.channels_last is not False
+                and not self.compile)
+        if self.onednn and not fits:
+            raise ValueError("onednn packing needs the CPU, fp32, channels_last and no compile")
+        return fits and onednn_packing_available()
 
     def validate(self, device: torch.device) -> None:
         if self.precision not in PRECISIONS:
@@ -123,6 +265,7 @@ class InferenceOptions:
             raise ValueError("use either compile or cuda_graphs, not both (compile has its own graph mode)")
         if self.micro_batch is not None and self.micro_batch < 0:
             raise ValueError(f"micro_batch must be >= 0 (0: never split), got {self.micro_batch}")
+        self.use_onednn(device)  # refuses onednn=True where it cannot apply
 
 
 class _CudaGraphRunner:
@@ -247,6 +390,13 @@ def optimize_for_inference(
     net = net.to(device)
     if options.channels_last is not False:
         net = net.to(memory_format=torch.channels_last)
+    if options.use_onednn(device):
+        try:
+            pack_for_onednn(net)
+        except RuntimeError as err:  # a oneDNN build that refuses the ops: keep the plain modules
+            warnings.warn(f"oneDNN prepacking failed, using plain convolutions: {err}", stacklevel=2)
+            net = fold_batchnorm(model) if options.fold_bn else copy.deepcopy(model).eval()
+            net = net.requires_grad_(False).to(device).to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return OptimizedModel(net, device, options, in_channels).eval()
