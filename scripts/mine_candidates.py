@@ -23,6 +23,18 @@ RECIPE = ROOT / "src" / "sirst" / "recipes" / "general"
 SEED = 20261203
 
 
+def _rescaled(name: str, image: np.ndarray, mask: np.ndarray, scale: float) -> tuple[str, np.ndarray, np.ndarray]:
+    """``(name@scale, image, mask)`` resized by ``scale``; a mask pixel stays a target where any of it was one."""
+    if scale == 1:
+        return name, image, mask
+    import cv2
+
+    size = (max(8, round(image.shape[1] * scale)), max(8, round(image.shape[0] * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return (f"{name}@{scale:g}", cv2.resize(image, size, interpolation=interp),
+            cv2.resize(mask.astype(np.float32), size, interpolation=interp) > 0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="general")
@@ -33,6 +45,9 @@ def main() -> None:
     parser.add_argument("--synth", type=int, default=400, help="hard-clutter synthesized samples (train set)")
     parser.add_argument("--frame-scales", default="1", help="scales to run the whole frames at, e.g. 1,0.75,0.5 "
                         "(other sensors' resolutions; 1 = native)")
+    parser.add_argument("--labelled-scales", default="1",
+                        help="scales to run the labelled datasets' images at, e.g. 1,0.5,1.5 (masks follow: any "
+                             "covered pixel stays a target pixel)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--parts", default="labelled,frames,composites,synth")
     args = parser.parse_args()
@@ -83,7 +98,8 @@ def main() -> None:
                 base, idx = train.dataset, list(train.indices)
             else:
                 base, idx = val.dataset, list(val.indices)
-            run(ds, ((base.pairs[i][0], *base.load(i)) for i in idx))
+            for scale in (float(v) for v in args.labelled_scales.split(",")):
+                run(ds, (_rescaled(base.pairs[i][0], *base.load(i), scale) for i in idx))
     ids = read_ids(RECIPE / f"negatives_{args.set}.txt")
     neg = data / "SIRST-v2-negatives" / "images"
     frames = [(i, read_image(find_file(neg, i))) for i in ids]
