@@ -25,6 +25,9 @@ def main() -> None:
     where.add_argument("--out", help="write to this file")
     parser.add_argument("--min-peak-logit", type=float, default=None,
                         help="per-target confidence gate to bundle (a logit; 0: none)")
+    parser.add_argument("--max-spike", type=float, default=None,
+                        help="with a verifier: drop candidates whose brightest pixel stands alone above this "
+                             "(sirst.verify.lone_pixel_spike; hot pixels ~1, targets <= 0.64)")
     parser.add_argument("--verifier", default=None,
                         help="candidate verifier to bundle (scripts/train_verifier.py's output; 'none' drops one)")
     args = parser.parse_args()
@@ -38,13 +41,18 @@ def main() -> None:
     elif args.verifier:
         v = torch.load(args.verifier, map_location="cpu", weights_only=True)
         ckpt["verifier"] = {k: v.get(k) for k in ("state_dict", "width", "threshold", "sure_logit")}
+    if args.max_spike is not None:
+        if not ckpt.get("verifier"):
+            parser.error("--max-spike needs a verifier (--verifier V.pt, or a checkpoint that has one)")
+        ckpt["verifier"] = {**ckpt["verifier"], "max_spike": args.max_spike}
     bundle = half_weights(ckpt)
     save_checkpoint(bundle, args.out)
     size = Path(args.out).stat().st_size / 1e6
     print(f"wrote {args.out} ({size:.2f} MB, epoch {bundle['epoch']}, model {bundle['model_name']} "
           f"{bundle['model_kwargs']}, gate {bundle.get('min_peak_logit', 0.0)}, verifier threshold "
           f"{bundle['verifier']['threshold'] if bundle.get('verifier') else None}, sure logit "
-          f"{bundle['verifier'].get('sure_logit') if bundle.get('verifier') else None})")
+          f"{bundle['verifier'].get('sure_logit') if bundle.get('verifier') else None}, max spike "
+          f"{bundle['verifier'].get('max_spike') if bundle.get('verifier') else None})")
 
 
 if __name__ == "__main__":

@@ -106,3 +106,29 @@ def test_sure_candidates_skip_the_verifier():
     assert (out[30:32, 45:47] == GATED_LOGIT).all()
     assert Verifier({**state, "sure_logit": 3.0}).gate(image, logits) is logits
     assert Verifier(state).state()["sure_logit"] is None
+
+
+def test_lone_pixel_spike_tells_a_hot_pixel_from_a_blurred_target():
+    import cv2
+
+    from sirst.targets import label_components
+    from sirst.verify import lone_pixel_spike
+
+    image = np.full((64, 64), 0.2, np.float32)
+    image[20, 20] = 0.9  # a hot pixel
+    blob = np.zeros((64, 64), np.float32)
+    blob[44, 44] = 1.0
+    image += 0.7 * cv2.GaussianBlur(blob, (0, 0), 0.8) / cv2.GaussianBlur(blob, (0, 0), 0.8).max()  # a target
+    labels, n = label_components(image > 0.3)
+    spikes = lone_pixel_spike(image, labels, n)
+    assert n == 2 and spikes[0] == pytest.approx(1.0) and spikes[1] < 0.6
+
+
+def test_max_spike_drops_lone_pixels_even_above_the_sure_logit():
+    image, logits = _scene()  # candidate 1 peaks on a lone bright pixel (0.9 on 0.2); candidate 2 sits on flat image
+    state = _verifier(5.0).state(half=False)  # accepts everything it scores
+    out = Verifier({**state, "sure_logit": 5.0, "max_spike": 0.8}).gate(image, logits)
+    assert (out[9:12, 11:14] == GATED_LOGIT).all()  # peak logit 9 > sure 5, but a lone pixel
+    assert (out[30:32, 45:47] == logits[30:32, 45:47]).all()
+    assert Verifier({**state, "max_spike": 0.8}).state()["max_spike"] == 0.8
+    assert Verifier(state).gate(image, logits) is logits  # no max_spike: no check
