@@ -86,7 +86,9 @@ MODELS = {
                     "passes the gate from the image and the logits around its peak (32x32 native pixels and a "
                     "64x64 context, contrast normalised locally) and drops it at a score of **{threshold:g}** or "
                     "less; targets with a peak logit above **{sure:g}** are kept unscored (the network is rarely that "
-                    "sure of clutter). Trained on the bundled network's own candidates, gate off "
+                    "sure of clutter); any candidate whose brightest pixel stands alone above its neighbours (a hot "
+                    "pixel: `lone_pixel_spike` above **{spike:g}**; labelled targets reach at most 0.64, spread by "
+                    "the optics' blur) is dropped as well. Trained on the bundled network's own candidates, gate off "
                     "(`scripts/mine_candidates.py`): 904 true and 75 false on the training images of both datasets "
                     "less the carves, 453 false on the 73 training frames at 1, 0.75 and 0.5 scale, 779 true and 230 "
                     "false on synthesized targets composited into 1,168 crops of those frames, 536 true and 1,816 "
@@ -97,7 +99,7 @@ MODELS = {
                     "(docs/model_card_results/general_verifier.json): carve Pd 77.7 %, 5 of 11 frames alarmed "
                     "with 6 false targets, where gate 6 alone gave 76.8 %, 8 frames and 13. Bundled with "
                     "`python scripts/bundle_weights.py src/sirst/weights/dnanet_general.pt --name general "
-                    "--min-peak-logit {gate:g} --verifier runs/verifier/verifier.pt`",
+                    "--min-peak-logit {gate:g} --verifier runs/verifier/verifier.pt --max-spike {spike:g}`",
     },
 }
 
@@ -222,7 +224,8 @@ def main() -> None:
                f"(probability 0.5 = logit 0 still draws its mask); {info['gate']} |"] if ckpt.get("min_peak_logit") else []),
             *([f"| verifier | " + info["verifier"].format(threshold=ckpt["verifier"]["threshold"],
                                                          sure=ckpt["verifier"].get("sure_logit") or math.inf,
-                                                         gate=ckpt.get("min_peak_logit") or 0.0) + " |"]
+                                                         gate=ckpt.get("min_peak_logit") or 0.0,
+                                                         spike=ckpt["verifier"].get("max_spike") or math.inf) + " |"]
               if ckpt.get("verifier") else []),
             f"| hardware, time | {info['hardware']}; {info['minutes']} |",
             f"| command | `{info['command']}`" + (f", recipe {info['recipe']}" if "recipe" in info else
