@@ -38,15 +38,13 @@ def candidate_windows(image: np.ndarray, logits: np.ndarray, peaks: np.ndarray) 
     return out
 
 
-def candidates(logits: np.ndarray) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]:
-    """The 8-connected components of ``logits > 0``: ``(labels, n, peak (n, 2) int, peak logit (n,),
-    area (n,))``."""
+def candidates(logits: np.ndarray) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """The 8-connected components of ``logits > 0``: ``(labels, n, peak (n, 2) int, peak logit (n,))``."""
     labels, n = label_components(logits > 0)
     if n == 0:
-        return labels, 0, np.zeros((0, 2), int), np.zeros(0), np.zeros(0, int)
+        return labels, 0, np.zeros((0, 2), int), np.zeros(0)
     peak, pos = component_maxima(logits, labels, n)
-    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    return labels, n, pos, peak, area
+    return labels, n, pos, peak
 
 
 def candidate_records(image: np.ndarray, logits: np.ndarray, mask: np.ndarray | None) -> list[dict]:
@@ -56,9 +54,10 @@ def candidate_records(image: np.ndarray, logits: np.ndarray, mask: np.ndarray | 
     from sirst.metrics import match_targets
     from sirst.targets import extract_targets
 
-    labels, n, pos, peak, area = candidates(logits)
+    labels, n, pos, peak = candidates(logits)
     if n == 0:
         return []
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     hit: set[int] = set()
     if mask is not None and mask.any():
         truth = extract_targets(mask)
@@ -116,7 +115,8 @@ def _verifier_net(width: int = 16):
     )
 
 
-def lone_pixel_spike(image: np.ndarray, labels: np.ndarray, n: int, half: int = 15) -> np.ndarray:
+def lone_pixel_spike(image: np.ndarray, labels: np.ndarray, n: int, half: int = 15,
+                     among: np.ndarray | None = None) -> np.ndarray:
     """How much each component's brightest image pixel stands above its eight neighbours, as a share of
     its height above the local background: ``(peak - max(neighbours)) / (peak - median of the
     (2 * half + 1)^2 window)``, ``(n,)``. About 1 for a lone hot pixel; real targets are spread by the
@@ -125,12 +125,13 @@ def lone_pixel_spike(image: np.ndarray, labels: np.ndarray, n: int, half: int = 
     Args:
         image: ``(H, W)`` grayscale.
         labels: ``(H, W)`` component labels ``1..n``.
+        among: ``(n,)`` bool: measure only these components (the others get 0).
     """
     image = np.asarray(image, np.float32)
     peaks, pos = component_maxima(image, labels, n)
-    h, w = image.shape
     out = np.zeros(n)
-    for k, (r, c) in enumerate(pos):
+    for k in np.flatnonzero(np.ones(n, bool) if among is None else among):
+        r, c = pos[k]
         around = image[max(0, r - 1) : r + 2, max(0, c - 1) : c + 2].copy()
         around[r - max(0, r - 1), c - max(0, c - 1)] = -np.inf  # the peak itself
         top = float(around.max()) if around.size > 1 else float(peaks[k])
@@ -186,26 +187,40 @@ class Verifier:
             logits = self.net(torch.from_numpy(verifier_input(windows)))[:, 0]
         return torch.sigmoid(logits).numpy()
 
-    def gate(self, image: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    def gate(self, image: np.ndarray, logits: np.ndarray, min_peak: float = 0.0) -> np.ndarray:
         """``logits`` ``(H, W)`` with the candidates the verifier rejects set to
         :data:`sirst.targets.GATED_LOGIT` (a copy when any is; kept targets keep their exact masks).
 
-        ``image``: the ``(H, W)`` frame the logits were predicted from, grayscale in [0, 1]."""
+        ``image``: the ``(H, W)`` frame the logits were predicted from, grayscale in [0, 1].
+        ``min_peak``: the confidence gate, applied first on the same components (as
+        :func:`sirst.targets.gate_weak_components` would; only its survivors are verified)."""
         from sirst.targets import GATED_LOGIT
 
-        labels, n, pos, peak, _ = candidates(logits)
+        labels, n, pos, peak = candidates(logits)
         if n == 0:
             return logits
-        unsure = peak <= self.sure_logit
-        p = np.ones(n, np.float32)
+        drop = peak <= min_peak if min_peak > 0 else np.zeros(n, bool)
+        unsure = ~drop & (peak <= self.sure_logit)
         if unsure.any():
-            p[unsure] = self.score_windows(candidate_windows(image, logits, pos[unsure]))
-        drop = p <= self.threshold
-        if math.isfinite(self.max_spike):
-            drop |= lone_pixel_spike(image, labels, n) > self.max_spike
+            drop[unsure] = self.score_windows(candidate_windows(image, logits, pos[unsure])) <= self.threshold
+        if math.isfinite(self.max_spike) and not drop.all():
+            drop |= lone_pixel_spike(image, labels, n, among=~drop) > self.max_spike
         reject = np.concatenate([[False], drop])[labels]
         if not reject.any():
             return logits
         out = np.array(logits, copy=True)
         out[reject] = GATED_LOGIT
         return out
+
+
+def confirm_targets(logits: np.ndarray, image: np.ndarray | None, min_peak: float,
+                    verifier: Verifier | None) -> np.ndarray:
+    """The stages after the network, as detection and evaluation apply them: the confidence gate
+    (:func:`sirst.targets.gate_weak_components`), then the ``verifier`` if any, on ``logits`` ``(H, W)``
+    of the grayscale frame ``image`` ``(H, W)`` (read only by a verifier); dropped targets come back
+    at ``GATED_LOGIT``."""
+    from sirst.targets import gate_weak_components
+
+    if verifier is None:
+        return gate_weak_components(logits, min_peak)
+    return verifier.gate(image, logits, min_peak=min_peak)

@@ -32,8 +32,8 @@ from scipy.special import expit
 
 from sirst.data.io import to_network_input
 from sirst.detect.optimize import OptimizedModel, in_channels_of, optimize_for_inference
-from sirst.targets import Target, extract_targets, gate_weak_components
-from sirst.verify import Verifier
+from sirst.targets import Target, extract_targets
+from sirst.verify import Verifier, confirm_targets
 
 #: Input pixels per forward pass (N x H x W after padding): DNANet peaks at ~1.75 GB of activations per
 #: million pixels on the CPU (ONNX Runtime ~1.9 GB), so 2**18 keeps `sirst detect` under 1.5 GB RSS
@@ -190,10 +190,7 @@ class Detector:
         for k in range(len(images)):
             sums[k] /= counts[k]
         # The gate and the verifier run on the stitched frame, so a target cut by tile borders is judged whole.
-        gated = [gate_weak_components(s, self.min_peak) for s in sums]
-        if self.verifier is not None:
-            gated = [self.verifier.gate(image, g) for image, g in zip(images, gated)]
-        return gated
+        return [confirm_targets(s, image, self.min_peak, self.verifier) for s, image in zip(sums, images)]
 
     # -- public ----------------------------------------------------------------------------------
 

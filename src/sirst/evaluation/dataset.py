@@ -82,7 +82,7 @@ def evaluate_state(
 
     from sirst.data.io import from_network_input
     from sirst.metrics import SirstMetrics
-    from sirst.targets import gate_weak_components
+    from sirst.verify import confirm_targets
 
     rank, world_size = shard
     if world_size > 1:
@@ -113,11 +113,11 @@ def evaluate_state(
                         logits = net(images).cpu().numpy()
                     else:
                         logits = predict_logits(model, images, amp=amp, channels_last=channels_last).cpu().numpy()
-                    scores = [gate_weak_components(logits[i, 0, : s["size"][0], : s["size"][1]], gate)
+                    # The verifier reads the frame itself (the network input, un-normalised).
+                    scores = [confirm_targets(logits[i, 0, : s["size"][0], : s["size"][1]],
+                                              from_network_input(s["image"])[: s["size"][0], : s["size"][1]]
+                                              if verifier is not None else None, gate, verifier)
                               for i, s in enumerate(group)]
-                    if verifier is not None:
-                        scores = [verifier.gate(from_network_input(s["image"])[: s["size"][0], : s["size"][1]], sc)
-                                  for s, sc in zip(group, scores)]
                     masks = [s["mask"][0, : s["size"][0], : s["size"][1]].numpy() for s in group]
                     metrics.update(scores, masks)
     finally:
