@@ -233,9 +233,9 @@ def half_weights(ckpt: dict[str, Any]) -> dict[str, Any]:
     has them."""
     gate = {"min_peak_logit": float(ckpt["min_peak_logit"])} if ckpt.get("min_peak_logit") else {}
     if ckpt.get("verifier"):
-        v = ckpt["verifier"]
-        gate["verifier"] = {**v, "state_dict": {k: t.half() if t.is_floating_point() else t
-                                                for k, t in v["state_dict"].items()}}
+        from sirst.verify import Verifier
+
+        gate["verifier"] = Verifier(ckpt["verifier"]).state(half=True)
     return {
         "model_name": ckpt["model_name"],
         "model_kwargs": ckpt["model_kwargs"],

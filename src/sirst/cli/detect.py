@@ -115,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=probability, default=0.5, help="probability threshold in (0, 1) (default 0.5)")
     p.add_argument("--min-peak", type=non_negative_float, default=None, metavar="LOGIT",
                    help="confidence gate: keep a target only when its peak logit exceeds LOGIT (default: the "
-                        "weights' own gate, 6 for general, none for nuaa/nudt; 0 keeps every target the "
+                        "weights' own gate, 4 for general, none for nuaa/nudt; 0 keeps every target the "
                         "network finds, with --no-verifier)")
     p.add_argument("--no-verifier", action="store_true",
                    help="skip the second stage that rejects candidates looking like clutter (bundled with "

@@ -110,11 +110,13 @@ def load_detector(
         images = dataset_calibration_images(calibration, QuantConfig().calibration_images)
     runner = choice.runner or build_runner(model, choice.spec, threads, progress=progress, calibration=images)
     det = Detector(runner, device="cpu", batch_size=choice.batch_size, **common)
+    ms = choice.ms_per_img
     det.description = {"path": str(choice.spec), "batch_size": choice.batch_size, "threads": threads,
                        "how": ("cached measurement" if choice.cached else choice.source)
                        if precision == "auto" or backend == "auto" else "given",
                        "job_256px_frames": None if work is None else round(work, 2),
-                       "ms_per_256px_image": choice.ms_per_img if math.isfinite(choice.ms_per_img or math.nan) else None,
+                       # Strict JSON for summary.json: an unmeasured path has no time, not NaN.
+                       "ms_per_256px_image": ms if ms is not None and math.isfinite(ms) else None,
                        "measured": choice.measured, "verified": choice.verified}
     return det
 

@@ -363,6 +363,14 @@ def in_channels_of(model: Callable) -> int:
     return 3
 
 
+def _plain_copy(model: nn.Module, options: InferenceOptions, device: torch.device) -> nn.Module:
+    """An eval copy of ``model`` on ``device`` without gradients: BN-folded and channels_last as
+    ``options`` ask."""
+    net = fold_batchnorm(model) if options.fold_bn else copy.deepcopy(model).eval()
+    net = net.requires_grad_(False).to(device)
+    return net.to(memory_format=torch.channels_last) if options.channels_last is not False else net
+
+
 def optimize_for_inference(
     model: nn.Module,
     device: str | torch.device = "cpu",
@@ -384,19 +392,13 @@ def optimize_for_inference(
         options = InferenceOptions(**{**options.__dict__, **overrides})
     options.validate(device)
     in_channels = in_channels_of(model)
-    net = fold_batchnorm(model) if options.fold_bn else copy.deepcopy(model).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    net = net.to(device)
-    if options.channels_last is not False:
-        net = net.to(memory_format=torch.channels_last)
+    net = _plain_copy(model, options, device)
     if options.use_onednn(device):
         try:
             pack_for_onednn(net)
         except RuntimeError as err:  # a oneDNN build that refuses the ops: keep the plain modules
             warnings.warn(f"oneDNN prepacking failed, using plain convolutions: {err}", stacklevel=2)
-            net = fold_batchnorm(model) if options.fold_bn else copy.deepcopy(model).eval()
-            net = net.requires_grad_(False).to(device).to(memory_format=torch.channels_last)
+            net = _plain_copy(model, options, device)  # packing may have replaced some modules already
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return OptimizedModel(net, device, options, in_channels).eval()
